@@ -1,0 +1,14 @@
+"""Config-file loader: defaults and tokens for executors.
+
+Precedence: explicit argument > environment variable > config file > built-in default.
+"""
+
+from qfleet.config.loader import (
+    QFleetConfig,
+    config_path,
+    executor_defaults,
+    load_config,
+    masked,
+)
+
+__all__ = ["QFleetConfig", "config_path", "executor_defaults", "load_config", "masked"]

@@ -1,0 +1,38 @@
+"""The executor namespace: ``qfleet.executor.LocalExecutor(...)``.
+
+``Simulator`` and ``QCluster`` keep the names Covalent's QElectron used.
+"""
+
+from qfleet.cluster import QuantumCluster
+from qfleet.executors.base import (
+    BatchHandle,
+    BatchResult,
+    Capabilities,
+    Prepared,
+    QuantumExecutor,
+    RunMetadata,
+)
+from qfleet.executors.local import LocalExecutor
+
+Simulator = LocalExecutor
+QCluster = QuantumCluster
+
+
+def executor_classes() -> dict[str, type[QuantumExecutor]]:
+    """Executor classes that config sections (``[executors.<Name>]``) may configure."""
+    return {cls.__name__: cls for cls in (LocalExecutor, QuantumCluster)}
+
+
+__all__ = [
+    "BatchHandle",
+    "BatchResult",
+    "Capabilities",
+    "LocalExecutor",
+    "Prepared",
+    "QCluster",
+    "QuantumCluster",
+    "QuantumExecutor",
+    "RunMetadata",
+    "Simulator",
+    "executor_classes",
+]

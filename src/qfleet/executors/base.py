@@ -1,0 +1,417 @@
+"""The executor contract every backend implements, and the result model.
+
+An executor runs a batch of PennyLane tapes in two phases:
+
+1. ``prepare(tapes)`` on the caller's thread: apply the executor's shots, check the batch
+   against the executor's capabilities, translate to the backend's input. PennyLane is not
+   thread-safe, so all tape work happens here.
+2. ``run_prepared(prepared)`` on an event loop: submit, wait, collect. Only I/O and waiting.
+
+The public async API (``run_circuit``, ``batch_submit``, ``batch_get_results``,
+``run_all_circuits``) and the sync wrappers are built on those two phases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from asyncio_throttle import Throttler
+from pennylane.measurements import Shots
+from pennylane.tape import QuantumScript
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+from qfleet.errors import ExecutorError, ExecutorTimeoutError, QFleetError, UnsupportedCircuitError
+from qfleet.runtime import get_dispatcher
+
+#: Measurement kinds, by PennyLane's measurement class names.
+ALL_MEASUREMENTS = frozenset(
+    {"expval", "var", "probs", "sample", "counts", "state", "density_matrix", "purity",
+     "vn_entropy", "mutual_info", "classical_shadow", "shadow_expval"}
+)
+SAMPLING_MEASUREMENTS = frozenset({"expval", "var", "probs", "sample", "counts"})
+
+
+class Capabilities(BaseModel):
+    """What an executor can run; the cluster routes and the device validates with it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    analytic: bool = True
+    """Can run shots=None (exact) tapes."""
+    max_wires: int | None = None
+    measurements: frozenset[str] = ALL_MEASUREMENTS
+
+    def intersect(self, other: Capabilities) -> Capabilities:
+        wires = [w for w in (self.max_wires, other.max_wires) if w is not None]
+        return Capabilities(
+            analytic=self.analytic and other.analytic,
+            max_wires=min(wires) if wires else None,
+            measurements=self.measurements & other.measurements,
+        )
+
+
+class RunMetadata(BaseModel):
+    """Where and how a batch ran."""
+
+    executor: str
+    backend: str
+    num_circuits: int
+    execution_time: float
+    """Seconds from submission to results."""
+    submitted_at: float
+    """Unix time of submission."""
+    job_ids: tuple[str, ...] = ()
+
+
+class BatchResult(tuple):
+    """The results of a batch, in PennyLane's structure, with ``metadata`` attached.
+
+    It is a tuple (one entry per tape), so it can be handed to PennyLane as is.
+    """
+
+    metadata: RunMetadata
+
+    def __new__(cls, results: Sequence[Any], metadata: RunMetadata) -> BatchResult:
+        obj = super().__new__(cls, results)
+        obj.metadata = metadata
+        return obj
+
+    def __reduce__(self):
+        return (BatchResult, (tuple(self), self.metadata))
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A batch translated for one executor, ready to run on an event loop."""
+
+    executor: QuantumExecutor
+    payload: Any
+    num_circuits: int
+
+
+class BatchHandle(BaseModel):
+    """Returned by ``batch_submit`` once the backend has accepted the work."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    executor: str
+    num_circuits: int
+    submitted_at: float
+    job_ids: tuple[str, ...] = ()
+    job: Any = Field(default=None, repr=False, exclude=True)
+    owner: Any = Field(default=None, repr=False, exclude=True)
+    """The executor that accepted the batch (a cluster member for cluster batches)."""
+    started: float = Field(default=0.0, repr=False)
+    limits_held: bool = Field(default=False, repr=False)
+
+
+def _validate_shots(value: Any) -> Any:
+    if value is None:
+        return None
+    problem = ValueError(
+        f"shots must be None, a positive integer or a shot vector of positive integers "
+        f"(e.g. 1024 or [100, 1000]), got {value!r}"
+    )
+    if isinstance(value, bool):
+        raise problem
+    try:
+        shots = Shots(value)
+    except Exception as exc:  # Shots raises several types for bad input
+        raise problem from exc
+    if any(type(sc.shots) is not int or sc.shots <= 0 or sc.copies <= 0 for sc in shots.shot_vector):
+        raise problem
+    return value
+
+
+class QuantumExecutor(BaseModel):
+    """Base class of every qfleet executor.
+
+    Holds only picklable configuration; sockets, pools and sessions live in a per-process
+    cache that is dropped when the executor is pickled.
+
+    Example:
+        >>> ex = qfleet.executor.LocalExecutor()
+        >>> tape = qml.tape.QuantumScript([qml.RX(0.5, 0)], [qml.expval(qml.Z(0))])
+        >>> ex.run_circuit_sync(tape)
+        0.8775825618903728
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    name: str | None = None
+    """Shown in errors, metadata and health reports; defaults to the class name."""
+    shots: int | list[int | tuple[int, int]] | None = None
+    """None: use the QNode's shots. An int or a shot vector overrides them."""
+    max_concurrent: int | None = Field(default=None, gt=0)
+    """Most batches in flight at once on this executor (None: no limit)."""
+    rate: float | None = Field(default=None, gt=0)
+    """Most submissions per second (asyncio-throttle); None: no limit."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds to wait for one batch's results before raising ExecutorTimeoutError."""
+
+    backend_kind: ClassVar[str] = "executor"
+
+    _runtime: dict = PrivateAttr(default_factory=dict)
+
+    # -- configuration -------------------------------------------------------------------
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_config_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        from qfleet.config import executor_defaults  # config imports executors' field lists
+
+        defaults = executor_defaults(cls)
+        return {**defaults, **data} if defaults else data
+
+    @field_validator("shots", mode="before")
+    @classmethod
+    def _check_shots(cls, value: Any) -> Any:
+        return _validate_shots(value)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        # Per-process resources (pools, locks, sockets) never travel.
+        state["__pydantic_private__"] = {**(state.get("__pydantic_private__") or {}), "_runtime": {}}
+        return state
+
+    @property
+    def label(self) -> str:
+        """The executor's name, or its class name."""
+        return self.name or type(self).__name__
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    @property
+    def backend(self) -> str:
+        """A short description of the backend, for metadata."""
+        return self.backend_kind
+
+    def __repr__(self) -> str:  # pydantic's repr lists every field; keep the set ones
+        fields = ", ".join(
+            f"{k}={getattr(self, k)!r}" for k in self.model_fields_set if k in type(self).model_fields
+        )
+        return f"{type(self).__name__}({fields})"
+
+    # -- phase 1: caller's thread --------------------------------------------------------
+
+    def with_shots(self, tapes: Sequence[QuantumScript]) -> tuple[QuantumScript, ...]:
+        """The tapes with this executor's ``shots`` applied (unchanged when shots is None)."""
+        if self.shots is None:
+            return tuple(tapes)
+        shots = Shots(self.shots)
+        return tuple(t if t.shots == shots else t.copy(shots=shots) for t in tapes)
+
+    def check(self, tapes: Sequence[QuantumScript]) -> None:
+        """Raise UnsupportedCircuitError if a tape needs something this executor lacks."""
+        caps = self.capabilities
+        for tape in tapes:
+            if not tape.shots and not caps.analytic:
+                raise UnsupportedCircuitError(
+                    f"{self.label} needs shots (it has no exact mode); set shots on the QNode "
+                    f"(qml.set_shots) or on the executor (shots=1024)"
+                )
+            if caps.max_wires is not None and tape.num_wires > caps.max_wires:
+                raise UnsupportedCircuitError(
+                    f"the circuit uses {tape.num_wires} wires but {self.label} has "
+                    f"{caps.max_wires}; use fewer wires or another executor"
+                )
+            for mp in tape.measurements:
+                kind = measurement_kind(mp)
+                if kind not in caps.measurements:
+                    raise UnsupportedCircuitError(
+                        f"{self.label} cannot return {kind}(); it supports "
+                        f"{', '.join(sorted(caps.measurements))}"
+                    )
+
+    def prepare(self, tapes: Sequence[QuantumScript]) -> Prepared:
+        """Apply shots, check and translate ``tapes`` (caller's thread)."""
+        tapes = self.with_shots(tapes)
+        self.check(tapes)
+        return Prepared(self, self.translate(tapes), len(tapes))
+
+    def translate(self, tapes: tuple[QuantumScript, ...]) -> Any:
+        """Turn checked tapes into the backend's input. Default: the tapes themselves."""
+        return tapes
+
+    # -- phase 2: event loop -------------------------------------------------------------
+
+    async def _start(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
+        """Submit ``payload``; return (job, job ids) once the backend has accepted it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _start")
+
+    async def _collect(self, job: Any) -> Sequence[Any]:
+        """Wait for ``job`` and return one PennyLane result per tape."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _collect")
+
+    async def _cancel(self, job: Any) -> None:  # noqa: B027 - optional hook
+        """Cancel ``job`` on the backend (default: nothing to cancel)."""
+
+    def _limits(self) -> tuple[asyncio.Semaphore | None, Throttler | None]:
+        # Loop-bound objects: one set per event loop, kept in the per-process cache.
+        loop = asyncio.get_running_loop()
+        key = ("limits", id(loop))
+        if key not in self._runtime:
+            semaphore = asyncio.Semaphore(self.max_concurrent) if self.max_concurrent else None
+            throttler = None
+            if self.rate:
+                per_period = max(1, int(self.rate))
+                throttler = Throttler(rate_limit=per_period, period=per_period / self.rate)
+            self._runtime[key] = (semaphore, throttler)
+        return self._runtime[key]
+
+    async def submit_prepared(self, prepared: Prepared) -> BatchHandle:
+        """Submit a prepared batch; returns once the backend has accepted it."""
+        semaphore, throttler = self._limits()
+        if semaphore is not None:
+            await semaphore.acquire()
+        try:
+            if throttler is not None:
+                await throttler.acquire()
+            submitted_at, started = time.time(), time.perf_counter()
+            job, job_ids = await self._guard(self._start(prepared.payload))
+        except BaseException:
+            if semaphore is not None:
+                semaphore.release()
+            raise
+        return BatchHandle(
+            executor=self.label,
+            num_circuits=prepared.num_circuits,
+            submitted_at=submitted_at,
+            job_ids=job_ids,
+            job=job,
+            started=started,
+            limits_held=semaphore is not None,
+            owner=self,
+        )
+
+    async def batch_get_results(self, handle: BatchHandle) -> BatchResult:
+        """Wait for a submitted batch and return its results with metadata."""
+        if handle.owner is not None and handle.owner is not self:
+            return await handle.owner.batch_get_results(handle)
+        try:
+            collect = self._guard(self._collect(handle.job))
+            try:
+                results = await asyncio.wait_for(collect, self.timeout)
+            except (asyncio.TimeoutError, TimeoutError) as exc:
+                await self._cancel(handle.job)
+                raise ExecutorTimeoutError(
+                    f"no results after {self.timeout} s (timeout); raise the executor's "
+                    f"timeout or check the backend",
+                    executor=self.label,
+                    transient=True,
+                ) from exc
+            except asyncio.CancelledError:
+                await asyncio.shield(self._cancel(handle.job))
+                raise
+        finally:
+            if handle.limits_held:
+                semaphore, _ = self._limits()
+                semaphore.release()
+                handle.limits_held = False
+        if len(results) != handle.num_circuits:
+            raise ExecutorError(
+                f"backend returned {len(results)} results for {handle.num_circuits} circuits",
+                executor=self.label,
+            )
+        return BatchResult(
+            results,
+            RunMetadata(
+                executor=self.label,
+                backend=self.backend,
+                num_circuits=handle.num_circuits,
+                execution_time=time.perf_counter() - handle.started,
+                submitted_at=handle.submitted_at,
+                job_ids=handle.job_ids,
+            ),
+        )
+
+    async def run_prepared(self, prepared: Prepared) -> BatchResult:
+        """Submit a prepared batch and wait for its results."""
+        return await self.batch_get_results(await self.submit_prepared(prepared))
+
+    def run_later(self, tapes: Sequence[QuantumScript]) -> concurrent.futures.Future[BatchResult]:
+        """Prepare ``tapes`` here and run them on the background loop; returns a future."""
+        prepared = self.prepare(tapes)
+        return prepared.executor.run_prepared_later(prepared)
+
+    def run_prepared_sync(self, prepared: Prepared) -> BatchResult:
+        """Run a prepared batch from synchronous code (through the background loop)."""
+        return get_dispatcher().run(self.run_prepared(prepared))
+
+    def run_prepared_later(self, prepared: Prepared) -> concurrent.futures.Future[BatchResult]:
+        """Start a prepared batch on the background loop; returns a future at once."""
+        return get_dispatcher().submit(self.run_prepared(prepared))
+
+    async def _guard(self, coro):
+        """Await ``coro``; foreign exceptions become ExecutorError naming this executor."""
+        try:
+            return await coro
+        except (QFleetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise ExecutorError(f"{type(exc).__name__}: {exc}", executor=self.label) from exc
+
+    # -- public API ----------------------------------------------------------------------
+
+    async def batch_submit(self, tapes: Sequence[QuantumScript]) -> BatchHandle:
+        """Submit ``tapes``; returns a handle as soon as the backend accepted the work."""
+        prepared = self.prepare(tapes)
+        return await prepared.executor.submit_prepared(prepared)
+
+    async def run_all_circuits(self, tapes: Sequence[QuantumScript]) -> BatchResult:
+        """Run ``tapes`` and return one result per tape (submit + get)."""
+        prepared = self.prepare(tapes)
+        return await prepared.executor.run_prepared(prepared)
+
+    async def run_circuit(self, tape: QuantumScript) -> Any:
+        """Run one tape and return its result."""
+        return (await self.run_all_circuits([tape]))[0]
+
+    def execute(self, tapes: Sequence[QuantumScript]) -> BatchResult:
+        """Run ``tapes`` from synchronous code; the fastest path (used by the device)."""
+        prepared = self.prepare(tapes)
+        return prepared.executor.run_prepared_sync(prepared)
+
+    def run_all_circuits_sync(self, tapes: Sequence[QuantumScript]) -> BatchResult:
+        """Sync wrapper of :meth:`run_all_circuits`."""
+        return self.execute(tapes)
+
+    def run_circuit_sync(self, tape: QuantumScript) -> Any:
+        """Sync wrapper of :meth:`run_circuit`."""
+        return self.execute([tape])[0]
+
+
+def measurement_kind(mp: Any) -> str:
+    """'expval', 'probs', ... for a PennyLane measurement process."""
+    name = type(mp).__name__
+    kind = name.removesuffix("MP").removesuffix("Measurement")
+    return {
+        "Expectation": "expval",
+        "Variance": "var",
+        "Probability": "probs",
+        "Sample": "sample",
+        "Counts": "counts",
+        "State": "state",
+        "DensityMatrix": "density_matrix",
+        "Purity": "purity",
+        "VnEntropy": "vn_entropy",
+        "MutualInfo": "mutual_info",
+        "ClassicalShadow": "classical_shadow",
+        "ShadowExpval": "shadow_expval",
+    }.get(kind, kind.lower())
