@@ -1,0 +1,13 @@
+"""Circuit translation shared by every backend: tapes in, backend formats out, results back.
+
+Counts- and sample-based backends turn their output into PennyLane results here, once.
+"""
+
+from qfleet.circuits.results import (
+    result_from_counts,
+    result_from_samples,
+    samples_from_counts,
+    sampling_tapes,
+)
+
+__all__ = ["result_from_counts", "result_from_samples", "samples_from_counts", "sampling_tapes"]

@@ -1,0 +1,118 @@
+"""Computational-basis samples or counts -> PennyLane results (one place for all backends).
+
+Convention: a sample row / bitstring lists the tape's wires in ``tape.wires`` order, first
+wire first (PennyLane's order). Backends with other orders (qiskit, cQASM: rightmost =
+qubit 0) reverse their strings before calling these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pennylane as qml
+from pennylane.tape import QuantumScript
+from pennylane.transforms.core import CompilePipeline
+
+from qfleet.errors import UnsupportedCircuitError
+
+_SAMPLING = CompilePipeline()
+_SAMPLING.add_transform(qml.transforms.split_non_commuting)
+_SAMPLING.add_transform(qml.transforms.diagonalize_measurements)
+
+
+def sampling_tapes(tapes: Sequence[QuantumScript]) -> tuple[tuple[QuantumScript, ...], Any]:
+    """Tapes whose measurements are all in the computational basis, and the function that
+    recombines their results.
+
+    Non-commuting measurements are split first: exporting them to a sampling backend as one
+    circuit silently gives wrong results.
+    """
+    return _SAMPLING(tuple(tapes))
+
+
+def _check_sampled(tape: QuantumScript) -> None:
+    if not tape.shots:
+        raise UnsupportedCircuitError(
+            "this backend samples; set shots on the QNode (qml.set_shots) or on the executor"
+        )
+
+
+def _per_bin(tape: QuantumScript, process) -> Any:
+    """Apply ``process(mp, shot_range)`` to every measurement, in PennyLane's structure."""
+    single = len(tape.measurements) == 1
+
+    def one_bin(shot_range):
+        values = tuple(process(mp, shot_range) for mp in tape.measurements)
+        return values[0] if single else values
+
+    if not tape.shots.has_partitioned_shots:
+        return one_bin(None)
+    return tuple(one_bin((lower, upper)) for lower, upper in tape.shots.bins())
+
+
+def result_from_samples(tape: QuantumScript, samples: np.ndarray) -> Any:
+    """PennyLane's result for ``tape`` from computational-basis ``samples``.
+
+    ``samples`` has shape (total shots, number of tape wires), columns in ``tape.wires``
+    order. Shot vectors are split in order, as default.qubit does.
+
+    Example:
+        >>> tape = QuantumScript([], [qml.expval(qml.Z(0))], shots=4)
+        >>> result_from_samples(tape, np.array([[0], [0], [1], [0]]))
+        0.5
+    """
+    _check_sampled(tape)
+    samples = np.asarray(samples, dtype=np.int64).reshape(-1, len(tape.wires) or 1)
+    if samples.shape[0] != tape.shots.total_shots:
+        raise ValueError(
+            f"backend returned {samples.shape[0]} samples for {tape.shots.total_shots} shots"
+        )
+    wires = tape.wires
+
+    def process(mp, shot_range):
+        return mp.process_samples(samples, wire_order=wires, shot_range=shot_range)
+
+    return _per_bin(tape, process)
+
+
+def result_from_counts(tape: QuantumScript, counts: Mapping[str, int]) -> Any:
+    """PennyLane's result for ``tape`` from a histogram {bitstring: count}.
+
+    Bitstrings list ``tape.wires`` in order, first wire first. A histogram has no shot
+    order, so shot vectors, ``sample`` and ``counts``-per-bin need per-shot data: use
+    :func:`result_from_samples` (or :func:`samples_from_counts` when order does not matter).
+    """
+    _check_sampled(tape)
+    total = sum(counts.values())
+    if total != tape.shots.total_shots:
+        raise ValueError(f"backend returned {total} counts for {tape.shots.total_shots} shots")
+    if tape.shots.has_partitioned_shots or any(
+        isinstance(mp, qml.measurements.SampleMP) for mp in tape.measurements
+    ):
+        raise UnsupportedCircuitError(
+            "shot vectors and qml.sample need per-shot results, which this backend did not "
+            "return; ask the executor for raw data or use counts/probs/expval"
+        )
+    wires = tape.wires
+    return _per_bin(tape, lambda mp, _: mp.process_counts(dict(counts), wire_order=wires))
+
+
+def samples_from_counts(
+    counts: Mapping[str, int], num_wires: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Per-shot samples (shuffled) that have exactly the histogram ``counts``.
+
+    For backends that return only histograms; the shuffle stands in for the unknown order.
+    """
+    rows = [
+        np.repeat(np.array([[int(b) for b in bitstring]], dtype=np.int64), count, axis=0)
+        for bitstring, count in counts.items()
+        if count
+    ]
+    samples = np.concatenate(rows) if rows else np.zeros((0, num_wires), dtype=np.int64)
+    if samples.shape[1] != num_wires:
+        raise ValueError(f"bitstrings have {samples.shape[1]} bits, expected {num_wires}")
+    (rng or np.random.default_rng()).shuffle(samples)
+    return samples

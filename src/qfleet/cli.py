@@ -1,0 +1,127 @@
+"""The ``qfleet`` command: ``qfleet demo``, ``qfleet config show``, ``qfleet config path``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from qfleet.errors import QFleetError
+
+
+def _demo(args: argparse.Namespace, console: Console) -> int:
+    import pennylane as qml
+    from pennylane import numpy as pnp
+
+    import qfleet as qf
+
+    cluster = [
+        qf.executor.LocalExecutor(name="default.qubit", seed=args.seed),
+        qf.executor.LocalExecutor(name="lightning.qubit", device="lightning.qubit", seed=args.seed),
+    ]
+    console.print("[bold]qfleet demo[/]: one QNode on a cluster of two local simulators\n")
+
+    @qf.qelectron(executors=cluster)  # selector="cyclic"
+    @qml.qnode(qml.device("default.qubit", wires=2), shots=1024)
+    def circuit(x):
+        qml.IQPEmbedding(features=x, wires=[0, 1])
+        qml.Hadamard(wires=1)
+        return qml.probs(wires=range(2))
+
+    x = [0.6, -1.57]
+    exact = qml.set_shots(qml.QNode(circuit.func, qml.device("default.qubit", wires=2)), None)(x)
+    table = Table(title="probs(IQPEmbedding([0.6, -1.57])), 1024 shots")
+    table.add_column("call")
+    table.add_column("executor")
+    for i in range(4):
+        table.add_column(f"p({i:02b})", justify="right")
+    for call in range(3):
+        probs = circuit(x)
+        table.add_row(str(call + 1), circuit.last_metadata.executor, *(f"{p:.3f}" for p in probs))
+    table.add_row("exact", "default.qubit, shots=None", *(f"{p:.3f}" for p in exact))
+    console.print(table)
+
+    # run_later: 8 concurrent calls on executors that add 0.25 s of latency per batch
+    latency = 0.25
+    slow = [
+        qf.executor.LocalExecutor(name="remote-like-1", latency=latency),
+        qf.executor.LocalExecutor(name="remote-like-2", latency=latency),
+    ]
+    slow_circuit = qf.qelectron(circuit, executors=slow)
+    started = time.perf_counter()
+    futures = [slow_circuit.run_later(x) for _ in range(8)]
+    results = [f.result() for f in futures]
+    elapsed = time.perf_counter() - started
+    console.print(
+        f"\nrun_later: 8 calls with {latency:.2f} s latency each finished in "
+        f"[bold]{elapsed:.2f} s[/] ({elapsed / latency:.1f} x latency; serial would be 8 x); "
+        f"executors used: {sorted({f.metadata.executor for f in futures})}; "
+        f"max |p - exact| = {max(abs(r - exact).max() for r in results):.3f}"
+    )
+
+    @qf.qelectron(executors=cluster)
+    @qml.qnode(qml.device("default.qubit", wires=2))
+    def energy(params):
+        qml.RX(params[0], wires=0)
+        qml.RY(params[1], wires=1)
+        qml.CNOT(wires=[0, 1])
+        return qml.expval(qml.PauliZ(0) @ qml.PauliZ(1))
+
+    params = pnp.array([0.3, 0.4], requires_grad=True)
+    grad = qml.grad(energy)(params)
+    reference = qml.grad(qml.QNode(energy.func, qml.device("default.qubit", wires=2)))(params)
+    console.print(
+        f"\ngradient (parameter-shift, {energy.last_metadata.num_circuits} tapes in one batch "
+        f"on {energy.last_metadata.executor}): {grad}  default.qubit backprop: {reference}"
+    )
+    return 0
+
+
+def _config_show(args: argparse.Namespace, console: Console) -> int:
+    from qfleet.config import load_config, masked
+
+    console.print_json(json.dumps(masked(load_config(args.file)), default=str))
+    return 0
+
+
+def _config_path(args: argparse.Namespace, console: Console) -> int:
+    from qfleet.config import config_path
+
+    path = config_path()
+    print(f"{path}{'' if path.is_file() else '  (not present: built-in defaults apply)'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qfleet", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run a QNode on a cluster of local simulators")
+    demo.add_argument("--seed", type=int, default=None, help="simulator seed (shot noise)")
+    demo.set_defaults(run=_demo)
+    config = commands.add_parser("config", help="inspect the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    show = config_commands.add_parser("show", help="the effective config, secrets masked")
+    show.add_argument("--file", default=None, help="a config file instead of the default")
+    show.set_defaults(run=_config_show)
+    config_commands.add_parser("path", help="where the config file is read from").set_defaults(
+        run=_config_path
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        return args.run(args, console)
+    except QFleetError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
