@@ -3,6 +3,7 @@
 Counts- and sample-based backends turn their output into PennyLane results here, once.
 """
 
+from qfleet.circuits.qasm import QASM2_GATES, to_openqasm2
 from qfleet.circuits.results import (
     result_from_counts,
     result_from_samples,
@@ -10,4 +11,4 @@ from qfleet.circuits.results import (
     sampling_tapes,
 )
 
-__all__ = ["result_from_counts", "result_from_samples", "samples_from_counts", "sampling_tapes"]
+__all__ = ["QASM2_GATES", "to_openqasm2", "result_from_counts", "result_from_samples", "samples_from_counts", "sampling_tapes"]
