@@ -3,9 +3,10 @@
 An executor runs a batch of PennyLane tapes in two phases:
 
 1. ``prepare(tapes)`` on the caller's thread: apply the executor's shots, check the batch
-   against the executor's capabilities, translate to the backend's input. PennyLane is not
-   thread-safe, so all tape work happens here.
-2. ``run_prepared(prepared)`` on an event loop: submit, wait, collect. Only I/O and waiting.
+   against the executor's capabilities, ``translate`` to the backend's input.
+2. on an event loop: ``_start`` (submit), ``_collect`` (wait, fetch raw output). Only I/O
+   and waiting: PennyLane is not thread-safe, so no tape or operator work here.
+3. ``finish(tapes, raw)`` on the caller's thread again: raw output -> PennyLane results.
 
 The public async API (``run_circuit``, ``batch_submit``, ``batch_get_results``,
 ``run_all_circuits``) and the sync wrappers are built on those two phases.
@@ -14,7 +15,6 @@ The public async API (``run_circuit``, ``batch_submit``, ``batch_get_results``,
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -34,6 +34,7 @@ from pydantic import (
 
 from qfleet.errors import ExecutorError, ExecutorTimeoutError, QFleetError, UnsupportedCircuitError
 from qfleet.runtime import get_dispatcher
+from qfleet.runtime.futures import LazyFuture
 
 #: Measurement kinds, by PennyLane's measurement class names.
 ALL_MEASUREMENTS = frozenset(
@@ -98,7 +99,15 @@ class Prepared:
 
     executor: QuantumExecutor
     payload: Any
-    num_circuits: int
+    tapes: tuple[QuantumScript, ...]
+
+    @property
+    def num_circuits(self) -> int:
+        return len(self.tapes)
+
+    def complete(self, raw: BatchResult) -> BatchResult:
+        """Raw backend output -> PennyLane results (call on the caller's thread)."""
+        return BatchResult(self.executor.finish(self.tapes, raw), raw.metadata)
 
 
 class BatchHandle(BaseModel):
@@ -111,6 +120,7 @@ class BatchHandle(BaseModel):
     submitted_at: float
     job_ids: tuple[str, ...] = ()
     job: Any = Field(default=None, repr=False, exclude=True)
+    prepared: Any = Field(default=None, repr=False, exclude=True)
     owner: Any = Field(default=None, repr=False, exclude=True)
     """The executor that accepted the batch (a cluster member for cluster batches)."""
     started: float = Field(default=0.0, repr=False)
@@ -243,11 +253,16 @@ class QuantumExecutor(BaseModel):
         """Apply shots, check and translate ``tapes`` (caller's thread)."""
         tapes = self.with_shots(tapes)
         self.check(tapes)
-        return Prepared(self, self.translate(tapes), len(tapes))
+        return Prepared(self, self.translate(tapes), tapes)
 
     def translate(self, tapes: tuple[QuantumScript, ...]) -> Any:
         """Turn checked tapes into the backend's input. Default: the tapes themselves."""
         return tapes
+
+    def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> Sequence[Any]:
+        """Turn the backend's raw output (one entry per tape, from ``_collect``) into
+        PennyLane results; runs on the caller's thread. Default: raw output is the result."""
+        return raw
 
     # -- phase 2: event loop -------------------------------------------------------------
 
@@ -256,7 +271,7 @@ class QuantumExecutor(BaseModel):
         raise NotImplementedError(f"{type(self).__name__} must implement _start")
 
     async def _collect(self, job: Any) -> Sequence[Any]:
-        """Wait for ``job`` and return one PennyLane result per tape."""
+        """Wait for ``job`` and return its raw output, one entry per tape (see ``finish``)."""
         raise NotImplementedError(f"{type(self).__name__} must implement _collect")
 
     async def _cancel(self, job: Any) -> None:  # noqa: B027 - optional hook
@@ -297,6 +312,7 @@ class QuantumExecutor(BaseModel):
             job=job,
             started=started,
             limits_held=semaphore is not None,
+            prepared=prepared,
             owner=self,
         )
 
@@ -304,6 +320,9 @@ class QuantumExecutor(BaseModel):
         """Wait for a submitted batch and return its results with metadata."""
         if handle.owner is not None and handle.owner is not self:
             return await handle.owner.batch_get_results(handle)
+        return handle.prepared.complete(await self._collect_raw(handle))
+
+    async def _collect_raw(self, handle: BatchHandle) -> BatchResult:
         try:
             collect = self._guard(self._collect(handle.job))
             try:
@@ -341,22 +360,29 @@ class QuantumExecutor(BaseModel):
             ),
         )
 
+    async def run_raw(self, prepared: Prepared) -> BatchResult:
+        """Submit a prepared batch and wait for its raw output (loop side only)."""
+        return await self._collect_raw(await self.submit_prepared(prepared))
+
     async def run_prepared(self, prepared: Prepared) -> BatchResult:
         """Submit a prepared batch and wait for its results."""
-        return await self.batch_get_results(await self.submit_prepared(prepared))
-
-    def run_later(self, tapes: Sequence[QuantumScript]) -> concurrent.futures.Future[BatchResult]:
-        """Prepare ``tapes`` here and run them on the background loop; returns a future."""
-        prepared = self.prepare(tapes)
-        return prepared.executor.run_prepared_later(prepared)
+        return prepared.complete(await self.run_raw(prepared))
 
     def run_prepared_sync(self, prepared: Prepared) -> BatchResult:
         """Run a prepared batch from synchronous code (through the background loop)."""
-        return get_dispatcher().run(self.run_prepared(prepared))
+        return prepared.complete(get_dispatcher().run(self.run_raw(prepared)))
 
-    def run_prepared_later(self, prepared: Prepared) -> concurrent.futures.Future[BatchResult]:
-        """Start a prepared batch on the background loop; returns a future at once."""
-        return get_dispatcher().submit(self.run_prepared(prepared))
+    def run_prepared_later(self, prepared: Prepared) -> LazyFuture:
+        """Start a prepared batch on the background loop; returns a future at once.
+
+        Its result is finished (raw -> PennyLane results) on the thread that asks for it.
+        """
+        return LazyFuture(get_dispatcher().submit(self.run_raw(prepared)), prepared.complete)
+
+    def run_later(self, tapes: Sequence[QuantumScript]) -> LazyFuture:
+        """Prepare ``tapes`` here and run them on the background loop; returns a future."""
+        prepared = self.prepare(tapes)
+        return prepared.executor.run_prepared_later(prepared)
 
     async def _guard(self, coro):
         """Await ``coro``; foreign exceptions become ExecutorError naming this executor."""

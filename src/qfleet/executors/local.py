@@ -187,7 +187,8 @@ class LocalExecutor(QuantumExecutor):
     def run_prepared_sync(self, prepared: Prepared) -> BatchResult:
         if self.parallel is not None or self.latency or self.max_concurrent or self.rate:
             return super().run_prepared_sync(prepared)
-        # Fast path: results were computed in translate(); no loop round trip.
+        # Fast path: results were computed in translate(); no loop round trip (and no
+        # finish step: a simulator already returns PennyLane results).
         run: _InlineRun = prepared.payload
         return BatchResult(
             run.results,

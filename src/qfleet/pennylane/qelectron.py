@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import threading
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,60 +10,28 @@ from pennylane.workflow import QNode, construct_batch
 
 from qfleet.executors import QuantumExecutor, RunMetadata
 from qfleet.pennylane.device import QFleetDevice, as_executor
-
-_UNSET = object()
+from qfleet.runtime import get_dispatcher
+from qfleet.runtime.futures import LazyFuture
 
 #: Device-side gradient methods qfleet cannot offer; they fall back to parameter-shift.
 _DEVICE_GRADIENTS = {"backprop", "adjoint", "device"}
 
 
-class QFuture(concurrent.futures.Future):
-    """The future ``run_later`` returns; also awaitable.
+class QFuture(LazyFuture):
+    """The future ``run_later`` returns: a ``concurrent.futures.Future``, also awaitable.
 
-    The backend work starts at once. PennyLane post-processing runs on the thread that asks
-    for the result (PennyLane is not thread-safe), once.
+    The backend work starts at once; PennyLane post-processing runs once, on the thread that
+    asks for the result (PennyLane is not thread-safe). ``cancel()`` cancels the backend job.
 
     Example:
         >>> futures = [circuit.run_later(x) for x in xs]
         >>> [f.result() for f in futures]          # or: await asyncio.gather(*futures)
     """
 
-    def __init__(self, inner: concurrent.futures.Future, postprocess: Callable) -> None:
-        super().__init__()
-        self._inner = inner
-        self._postprocess = postprocess
-        self._final: Any = _UNSET
-        self._final_lock = threading.Lock()
-        inner.add_done_callback(self._mirror)
-
-    def _mirror(self, inner: concurrent.futures.Future) -> None:
-        if inner.cancelled():
-            concurrent.futures.Future.cancel(self)
-            self.set_running_or_notify_cancel()
-        elif inner.exception() is not None:
-            self.set_exception(inner.exception())
-        else:
-            self.set_result(inner.result())
-
-    def cancel(self) -> bool:
-        """Cancel the backend work (the executor cancels or terminates its job)."""
-        return self._inner.cancel()
-
-    def result(self, timeout: float | None = None) -> Any:
-        raw = super().result(timeout)
-        with self._final_lock:
-            if self._final is _UNSET:
-                self._final = self._postprocess(raw)
-        return self._final
-
     @property
     def metadata(self) -> RunMetadata:
         """Where and how the batch ran (after completion)."""
-        return super().result(0).metadata
-
-    def __await__(self):
-        yield from asyncio.wrap_future(self).__await__()
-        return self.result()
+        return self.raw.metadata
 
 
 class QElectron(QNode):
@@ -96,9 +61,10 @@ class QElectron(QNode):
         runs concurrently with other calls.
         """
         tapes, postprocess = construct_batch(self, level="device")(*args, **kwargs)
-        inner = self.executor.run_later(tapes)
+        prepared = self.executor.prepare(tapes)
+        inner = get_dispatcher().submit(prepared.executor.run_raw(prepared))
         # construct_batch post-processes the QNode's one-tape batch: unwrap that tape.
-        return QFuture(inner, lambda results: postprocess(results)[0])
+        return QFuture(inner, lambda raw: postprocess(prepared.complete(raw))[0])
 
     def __copy__(self) -> QElectron:
         return _adopt(QNode.__copy__(self), self)
