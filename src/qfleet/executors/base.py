@@ -253,7 +253,13 @@ class QuantumExecutor(BaseModel):
         """Apply shots, check and translate ``tapes`` (caller's thread)."""
         tapes = self.with_shots(tapes)
         self.check(tapes)
-        return Prepared(self, self.translate(tapes), tapes)
+        try:
+            payload = self.translate(tapes)
+        except Exception as exc:
+            # Keep the type (callers may catch PennyLane's own errors); name the executor.
+            exc.add_note(f"raised by executor {self.label!r} while preparing the batch")
+            raise
+        return Prepared(self, payload, tapes)
 
     def translate(self, tapes: tuple[QuantumScript, ...]) -> Any:
         """Turn checked tapes into the backend's input. Default: the tapes themselves."""
