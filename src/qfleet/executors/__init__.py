@@ -13,6 +13,7 @@ from qfleet.executors.base import (
     RunMetadata,
 )
 from qfleet.executors.local import LocalExecutor
+from qfleet.executors.ibm import QiskitExecutor  # qiskit itself is imported lazily
 
 Simulator = LocalExecutor
 QCluster = QuantumCluster
@@ -20,7 +21,7 @@ QCluster = QuantumCluster
 
 def executor_classes() -> dict[str, type[QuantumExecutor]]:
     """Executor classes that config sections (``[executors.<Name>]``) may configure."""
-    return {cls.__name__: cls for cls in (LocalExecutor, QuantumCluster)}
+    return {cls.__name__: cls for cls in (LocalExecutor, QiskitExecutor, QuantumCluster)}
 
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Capabilities",
     "LocalExecutor",
     "Prepared",
+    "QiskitExecutor",
     "QCluster",
     "QuantumCluster",
     "QuantumExecutor",
