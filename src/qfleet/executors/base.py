@@ -212,6 +212,12 @@ class QuantumExecutor(BaseModel):
         """A short description of the backend, for metadata."""
         return self.backend_kind
 
+    @property
+    def batch_timeout(self) -> float | None:
+        """Seconds ``batch_get_results`` waits for a batch; default ``timeout``. Executors
+        whose ``timeout`` bounds each request (not the batch) return None."""
+        return self.timeout
+
     def __repr__(self) -> str:  # pydantic's repr lists every field; keep the set ones
         fields = ", ".join(
             f"{k}={getattr(self, k)!r}" for k in self.model_fields_set if k in type(self).model_fields
@@ -332,11 +338,13 @@ class QuantumExecutor(BaseModel):
         try:
             collect = self._guard(self._collect(handle.job))
             try:
-                results = await asyncio.wait_for(collect, self.timeout)
+                results = await asyncio.wait_for(collect, self.batch_timeout)
+            except ExecutorError:
+                raise  # the backend's own error (ExecutorTimeoutError is a TimeoutError too)
             except (asyncio.TimeoutError, TimeoutError) as exc:
                 await self._cancel(handle.job)
                 raise ExecutorTimeoutError(
-                    f"no results after {self.timeout} s (timeout); raise the executor's "
+                    f"no results after {self.batch_timeout} s (timeout); raise the executor's "
                     f"timeout or check the backend",
                     executor=self.label,
                     transient=True,
