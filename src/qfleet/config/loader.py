@@ -98,6 +98,15 @@ def _validate(data: dict[str, Any], path: Path | None) -> QFleetConfig:
             f"unknown section(s) {sorted(unknown)}{where}; valid top-level sections are "
             f"[qfleet] and [executors.<ExecutorClass>]"
         )
+    general = data.get("qfleet", {})
+    if not isinstance(general, dict):
+        raise ConfigError(f"[qfleet]{where} must be a table of key = value")
+    bad = sorted(set(general) - set(GeneralSection.model_fields))
+    if bad:
+        raise ConfigError(
+            f"unknown key(s) {bad} in [qfleet]{where}; valid keys: "
+            + ", ".join(sorted(GeneralSection.model_fields))
+        )
     classes = _executor_classes()
     executors = data.get("executors", {})
     if not isinstance(executors, dict):

@@ -23,14 +23,7 @@ from typing import Any, ClassVar
 from asyncio_throttle import Throttler
 from pennylane.measurements import Shots
 from pennylane.tape import QuantumScript
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from qfleet.errors import ExecutorError, ExecutorTimeoutError, QFleetError, UnsupportedCircuitError
 from qfleet.runtime import get_dispatcher
@@ -177,15 +170,14 @@ class QuantumExecutor(BaseModel):
 
     # -- configuration -------------------------------------------------------------------
 
-    @model_validator(mode="before")
-    @classmethod
-    def _apply_config_defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
+    def __init__(self, /, **data: Any) -> None:
+        # Config-file and environment defaults are merged here, not in a validator: pydantic
+        # turns a ValueError raised inside validation (ConfigError is one) into a
+        # ValidationError, and callers could no longer catch ConfigError.
         from qfleet.config import executor_defaults  # config imports executors' field lists
 
-        defaults = executor_defaults(cls)
-        return {**defaults, **data} if defaults else data
+        defaults = executor_defaults(type(self))
+        super().__init__(**({**defaults, **data} if defaults else data))
 
     @field_validator("shots", mode="before")
     @classmethod

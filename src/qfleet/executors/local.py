@@ -142,7 +142,6 @@ class LocalExecutor(QuantumExecutor):
         pool = self._runtime.get("pool")
         if pool is None:
             if self.parallel == "thread":
-                make_queuing_thread_safe()
                 pool = concurrent.futures.ThreadPoolExecutor(
                     self.workers, thread_name_prefix=f"qfleet-{self.label}"
                 )
@@ -160,6 +159,11 @@ class LocalExecutor(QuantumExecutor):
             submitted_at, started = time.time(), time.perf_counter()
             results = self._simulator().run(tapes)
             return _InlineRun(results, submitted_at, time.perf_counter() - started)
+        if self.parallel == "thread":
+            # Install per-thread recording contexts here, on the caller's thread, before any
+            # worker simulates: installed from the loop thread, the snapshot of open contexts
+            # would be given to the wrong thread while the caller is recording a tape.
+            make_queuing_thread_safe()
         return tapes
 
     async def _start(self, payload: Any) -> tuple[Any, tuple[str, ...]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copyreg
 import importlib
+import sys
 from typing import Any
 
 from pennylane.transforms.core import Transform
@@ -21,6 +22,16 @@ def _lookup(module: str, qualname: str) -> Transform:
     return obj
 
 
+def _pickled_by_value(module: str) -> bool:
+    """Whether cloudpickle was told to pickle ``module`` by value (workers may lack it)."""
+    cloudpickle = sys.modules.get("cloudpickle")
+    if cloudpickle is None:
+        return False
+    registered = cloudpickle.list_registry_pickle_by_value()
+    parts = module.split(".")
+    return any(".".join(parts[:i]) in registered for i in range(1, len(parts) + 1))
+
+
 def _rebuild(tape_transform, pass_name, kwargs, custom_qnode_transform) -> Transform:
     transform = Transform(tape_transform, pass_name, **kwargs)
     if custom_qnode_transform is not None:
@@ -31,7 +42,7 @@ def _rebuild(tape_transform, pass_name, kwargs, custom_qnode_transform) -> Trans
 def _reduce_transform(transform: Transform):
     module = getattr(transform, "__module__", None)
     qualname = getattr(transform, "__qualname__", None)
-    if module and qualname and module != "__main__":
+    if module and qualname and module != "__main__" and not _pickled_by_value(module):
         try:
             if _lookup(module, qualname) is transform:
                 return _lookup, (module, qualname)

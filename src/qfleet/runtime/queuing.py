@@ -20,6 +20,8 @@ _install_lock = threading.Lock()
 def make_queuing_thread_safe() -> None:
     """Give each thread its own stack of PennyLane recording contexts (idempotent)."""
     global _installed
+    if _installed:  # fast path: called on every thread-parallel batch
+        return
     with _install_lock:
         if _installed:
             return
