@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pennylane as qml
+from pennylane.devices.preprocess import validate_device_wires
 from pennylane.tape import QuantumScript
 from pennylane.transforms.core import CompilePipeline
 
@@ -39,8 +40,19 @@ def _check_sampled(tape: QuantumScript) -> None:
         )
 
 
+def _all_wires_explicit(tape: QuantumScript) -> QuantumScript:
+    """``qml.probs()``, ``qml.counts()``, ``qml.sample()`` without wires measure every wire
+    of the tape (a device fills them in; a tape that skipped the device's preprocessing
+    has not)."""
+    if all(mp.obs is not None or mp.wires for mp in tape.measurements) or not tape.wires:
+        return tape
+    [filled], _ = validate_device_wires(tape, wires=tape.wires)
+    return filled
+
+
 def _per_bin(tape: QuantumScript, process) -> Any:
     """Apply ``process(mp, shot_range)`` to every measurement, in PennyLane's structure."""
+    tape = _all_wires_explicit(tape)
     single = len(tape.measurements) == 1
 
     def one_bin(shot_range):
