@@ -1,4 +1,5 @@
-"""The ``qfleet`` command: ``qfleet demo``, ``qfleet config show``, ``qfleet config path``."""
+"""The ``qfleet`` command: ``qfleet demo``, ``qfleet config show``, ``qfleet config path``,
+``qfleet serve-2300``."""
 
 from __future__ import annotations
 
@@ -96,6 +97,12 @@ def _config_path(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _serve_2300(args: argparse.Namespace, console: Console) -> int:
+    from qfleet.protocols.p2300.emulator import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qfleet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.add_parser("path", help="where the config file is read from").set_defaults(
         run=_config_path
     )
+    from qfleet.protocols.p2300.emulator import add_arguments as add_serve_2300_arguments
+
+    serve_2300 = commands.add_parser(
+        "serve-2300", help="run a local QuTech 2300 emulator (ZeroMQ; libqasm + qxelarator)"
+    )
+    add_serve_2300_arguments(serve_2300)
+    serve_2300.set_defaults(run=_serve_2300)
     return parser
 
 

@@ -1,0 +1,253 @@
+"""2300 messages (compute-runtime schema, protocol v3) as pydantic models. Sans-IO.
+
+Every message is one JSON object in one ZeroMQ frame. Requests carry ``session_id``,
+``command`` and, for some commands, ``payload``; replies echo ``session_id`` and carry
+``status`` ("success" | "failure") and ``payload`` (``{"error_msg": ...}`` on failure).
+Protocol v1/v2 messages also carried a ``version`` string ("0.2.0"); it is accepted and
+ignored in both directions.
+
+Bitstrings in results are q[n]...q[0]: the rightmost character is qubit 0.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PROTOCOL_VERSION = 3
+
+COMMANDS = ("initialize", "execute", "terminate", "get_static", "get_dynamic")
+
+
+class State(str, enum.Enum):
+    """What 2300 publishes on its PUB socket."""
+
+    IDLE = "IDLE"
+    EXECUTING = "EXECUTING"
+    CALIBRATING = "CALIBRATING"
+    BENCHMARKING = "BENCHMARKING"
+    OFFLINE = "OFFLINE"
+
+    @property
+    def available(self) -> bool:
+        """Whether a job processor may start a batch (IDLE or EXECUTING)."""
+        return self in (State.IDLE, State.EXECUTING)
+
+
+class ProtocolError(ValueError):
+    """Bytes that are not a valid 2300 message; the text says what is wrong."""
+
+
+# -- requests (client -> 2300) ------------------------------------------------------------
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class Request(BaseModel):
+    """Any request. ``payload`` is validated per command (:class:`ExecutePayload`)."""
+
+    model_config = _STRICT
+
+    session_id: str
+    command: str
+    payload: dict[str, Any] | None = None
+    version: str | None = None
+
+
+class ExecutePayload(BaseModel):
+    """The payload of ``execute``."""
+
+    model_config = _STRICT
+
+    job_id: int
+    circuit: str
+    number_of_shots: int = Field(gt=0)
+    include_raw_data: bool = False
+
+
+# -- replies (2300 -> client) -------------------------------------------------------------
+
+_LENIENT = ConfigDict(extra="allow")
+
+
+class Reply(BaseModel):
+    """Any reply; ``payload`` is read per command (:class:`ExecuteResult`, :class:`StaticData`)."""
+
+    model_config = _LENIENT
+
+    session_id: str
+    status: Literal["success", "failure"]
+    payload: dict[str, Any] | None = None
+    version: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+    @property
+    def error_msg(self) -> str:
+        """The server's failure text ("" on success)."""
+        if self.ok:
+            return ""
+        msg = (self.payload or {}).get("error_msg")
+        return str(msg) if msg is not None else f"failure reply without error_msg: {self.payload!r}"
+
+
+class ExecuteResult(BaseModel):
+    """The payload of a successful ``execute`` reply."""
+
+    model_config = _LENIENT
+
+    job_id: int
+    results: dict[str, int]
+    """{bitstring (q[n]...q[0]): count}."""
+    raw_data: list[str] | None = None
+    """Bitstrings in shot order, when asked for (older servers send [] when not)."""
+
+
+class CompilerConfig(BaseModel):
+    model_config = _LENIENT
+
+    decomposition: list[dict[str, Any]] = Field(default_factory=list)
+    mapping: list[dict[str, Any]] = Field(default_factory=list)
+    optimization: list[dict[str, Any]] = Field(default_factory=list)
+    routing: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class StaticData(BaseModel):
+    """The payload of a successful ``get_static`` reply."""
+
+    model_config = _LENIENT
+
+    protocol_version: int = PROTOCOL_VERSION
+    nqubits: int
+    topology: list[tuple[int, int]] = Field(default_factory=list)
+    """Directed qubit pairs [source, target]."""
+    name: str
+    pgs: list[str] = Field(default_factory=list)
+    """Primitive gate set: cQASM gate names in upper case."""
+    starttime: float
+    default_compiler_config: CompilerConfig = Field(default_factory=CompilerConfig)
+    supports_raw_data: bool = False
+
+
+# -- published (2300 PUB socket) ----------------------------------------------------------
+
+
+class StatePayload(BaseModel):
+    model_config = _LENIENT
+
+    state: State
+    timestamp: float
+
+
+class PublishState(BaseModel):
+    """``{"command": "publish_state", "payload": {"state": ..., "timestamp": ...}}``."""
+
+    model_config = _LENIENT
+
+    command: Literal["publish_state"] = "publish_state"
+    payload: StatePayload
+    version: str | None = None
+
+
+# -- encoding -----------------------------------------------------------------------------
+
+
+def encode(message: BaseModel) -> bytes:
+    """One message as the bytes of one ZeroMQ frame (``None`` fields left out)."""
+    return message.model_dump_json(exclude_none=True).encode()
+
+
+def request(command: str, session_id: str, payload: dict[str, Any] | None = None) -> bytes:
+    return encode(Request(session_id=session_id, command=command, payload=payload))
+
+
+def success(session_id: str, payload: dict[str, Any] | None = None) -> bytes:
+    return encode(Reply(session_id=session_id, status="success", payload=payload))
+
+
+def failure(session_id: str, error_msg: str) -> bytes:
+    return encode(Reply(session_id=session_id, status="failure", payload={"error_msg": error_msg}))
+
+
+def publish_state(state: State, timestamp: float) -> bytes:
+    return encode(PublishState(payload=StatePayload(state=state, timestamp=timestamp)))
+
+
+def describe(exc: ValidationError, what: str) -> str:
+    """A pydantic error as one line: ``execute payload: number_of_shots: ... (got 0)``."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "message"
+        got = error.get("input")
+        shown = repr(got) if not isinstance(got, dict) else "{...}"
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        parts.append(f"{where}: {error['msg']} (got {shown})")
+    return f"invalid {what}: " + "; ".join(parts)
+
+
+def _load_object(data: bytes | str, what: str) -> dict[str, Any]:
+    try:
+        text = data if isinstance(data, str) else bytes(data).decode()
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"{what} is not UTF-8 text: {exc}") from None
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        raise ProtocolError(f"{what} is nested too deeply") from None
+    except ValueError as exc:
+        raise ProtocolError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{what} must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def decode_request(data: bytes | str) -> Request:
+    """Bytes -> :class:`Request`; :class:`ProtocolError` with a readable reason otherwise."""
+    obj = _load_object(data, "request")
+    try:
+        return Request.model_validate(obj)
+    except ValidationError as exc:
+        raise ProtocolError(describe(exc, "request")) from None
+
+
+def decode_execute(payload: dict[str, Any] | None) -> ExecutePayload:
+    if payload is None:
+        raise ProtocolError(
+            "execute needs a payload {job_id, circuit, number_of_shots[, include_raw_data]}"
+        )
+    try:
+        return ExecutePayload.model_validate(payload)
+    except ValidationError as exc:
+        raise ProtocolError(describe(exc, "execute payload")) from None
+
+
+def decode_reply(data: bytes | str) -> Reply:
+    obj = _load_object(data, "reply")
+    try:
+        return Reply.model_validate(obj)
+    except ValidationError as exc:
+        raise ProtocolError(describe(exc, "reply")) from None
+
+
+def decode_publish(data: bytes | str) -> PublishState:
+    obj = _load_object(data, "published message")
+    try:
+        return PublishState.model_validate(obj)
+    except ValidationError as exc:
+        raise ProtocolError(describe(exc, "published message")) from None
+
+
+def session_id_of(data: bytes | str) -> str:
+    """The ``session_id`` of a (possibly invalid) request, or "" when it has none."""
+    try:
+        obj = _load_object(data, "request")
+    except ProtocolError:
+        return ""
+    sid = obj.get("session_id")
+    return sid if isinstance(sid, str) else ""
