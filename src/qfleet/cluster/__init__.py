@@ -1,6 +1,21 @@
 """QuantumCluster and its selectors."""
 
-from qfleet.cluster.cluster import QuantumCluster
-from qfleet.cluster.selectors import SELECTORS, CyclicSelector, RandomSelector
+from qfleet.cluster.cluster import ExecutorHealth, QuantumCluster, SelectorError
+from qfleet.cluster.selectors import (
+    SELECTORS,
+    CyclicSelector,
+    FastestSelector,
+    LeastBusySelector,
+    RandomSelector,
+)
 
-__all__ = ["SELECTORS", "CyclicSelector", "QuantumCluster", "RandomSelector"]
+__all__ = [
+    "SELECTORS",
+    "CyclicSelector",
+    "ExecutorHealth",
+    "FastestSelector",
+    "LeastBusySelector",
+    "QuantumCluster",
+    "RandomSelector",
+    "SelectorError",
+]

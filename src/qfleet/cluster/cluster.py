@@ -1,40 +1,113 @@
-"""QuantumCluster: a group of executors that acts as one executor."""
+"""QuantumCluster: a group of executors that acts as one executor.
+
+Routing is per batch (the tapes of one QNode call or one gradient go to one executor: one
+job) unless ``spread=True``. A transient failure (timeout, lost connection, 5xx/429, no
+reply) is retried with exponential backoff and jitter on another healthy executor; a
+permanent one (invalid circuit, auth) is raised at once with the executor's name. An
+executor with ``breaker_threshold`` consecutive transient failures is taken out of rotation
+for ``breaker_cooldown`` seconds, then probed with one batch.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import random
+import threading
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pennylane.tape import QuantumScript
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 from qfleet.cluster.selectors import SELECTORS, SelectorFn
-from qfleet.errors import QFleetError
-from qfleet.executors.base import Capabilities, Prepared, QuantumExecutor
+from qfleet.errors import ExecutorError, QFleetError
+from qfleet.executors.base import BatchHandle, BatchResult, Capabilities, Prepared, QuantumExecutor, RunMetadata
+from qfleet.runtime.progress import BatchProgress
+from qfleet.runtime.queuing import make_queuing_thread_safe
+
+#: Weight of the newest latency in the exponentially weighted mean.
+EWMA_WEIGHT = 0.3
 
 
 class SelectorError(QFleetError, ValueError):
     """A selector is unknown or chose something that is not in the cluster."""
 
 
+class ExecutorHealth(BaseModel):
+    """One executor's state, as ``QuantumCluster.health()`` reports it."""
+
+    executor: str
+    state: Literal["healthy", "open", "half-open"]
+    in_flight: int
+    done: int
+    failed: int
+    mean_latency: float | None
+    """Mean seconds per finished batch."""
+
+
+@dataclasses.dataclass
+class _Stats:
+    """Live statistics of one member (per process; guarded by the cluster's lock)."""
+
+    in_flight: int = 0
+    done: int = 0
+    failed: int = 0
+    consecutive_failures: int = 0
+    latency_total: float = 0.0
+    ewma_latency: float | None = None
+    """Exponentially weighted seconds per circuit."""
+    state: Literal["healthy", "open", "half-open"] = "healthy"
+    opened_at: float = 0.0
+    probing: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Chunk:
+    """Part of a batch: the cluster-level tapes and their preparation for one member."""
+
+    tapes: tuple[QuantumScript, ...]
+    prepared: Prepared
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying (elsewhere) may succeed."""
+    if isinstance(exc, ExecutorError):
+        return exc.transient
+    return isinstance(exc, (TimeoutError, ConnectionError))
+
+
 class QuantumCluster(QuantumExecutor):
     """Runs each batch on one of its executors, chosen by ``selector``.
 
-    Routing is per batch, so all tapes of one QNode call or one gradient run on one
-    executor (one job). ``selector`` is "cyclic" (default), "random", or a callable
-    ``f(tapes, executors) -> executor``.
+    ``selector``: "cyclic" (default), "random", "least_busy" (fewest batches in flight
+    relative to ``max_concurrent``), "fastest" (lowest weighted latency, with exploration),
+    or a callable ``f(tapes, executors) -> executor``. ``spread=True`` splits one batch
+    across executors in proportion to their free capacity (sub-batches of at most
+    ``chunk_size`` tapes) and reassembles the results in order. ``timeout`` is per batch,
+    retries included.
 
     Example:
         >>> cluster = QuantumCluster(
         ...     executors=[LocalExecutor(), LocalExecutor(device="lightning.qubit")],
-        ...     selector="cyclic",
+        ...     selector="least_busy", retries=3,
         ... )
-        >>> cluster.select([tape]).label
-        'LocalExecutor'
+        >>> cluster.health()["LocalExecutor#1"].state
+        'healthy'
     """
 
     executors: list[QuantumExecutor] = Field(min_length=1)
     selector: str | Callable = "cyclic"
+    spread: bool = False
+    chunk_size: int | None = Field(default=None, gt=0)
+    retries: int = Field(default=3, ge=0)
+    """Transient failures retried per batch (on another executor when there is one)."""
+    backoff: float = Field(default=0.05, ge=0)
+    """First retry delay in seconds; doubles per retry, with full jitter."""
+    backoff_max: float = Field(default=2.0, ge=0)
+    breaker_threshold: int = Field(default=3, gt=0)
+    breaker_cooldown: float = Field(default=30.0, ge=0)
 
     backend_kind = "cluster"
 
@@ -59,7 +132,7 @@ class QuantumCluster(QuantumExecutor):
 
     @model_validator(mode="after")
     def _member_limits_only(self) -> QuantumCluster:
-        for field in ("max_concurrent", "rate", "timeout"):
+        for field in ("max_concurrent", "rate"):
             if getattr(self, field) is not None:
                 raise ValueError(
                     f"set {field} on the cluster's executors, not on the cluster itself"
@@ -68,6 +141,10 @@ class QuantumCluster(QuantumExecutor):
 
     def model_post_init(self, context: Any) -> None:
         self._select = SELECTORS[self.selector]() if isinstance(self.selector, str) else self.selector
+        if hasattr(self._select, "attach"):
+            self._select.attach(lambda executor: self._stats()[self._index(executor)])
+
+    # -- members and their statistics ----------------------------------------------------
 
     @property
     def capabilities(self) -> Capabilities:
@@ -76,16 +153,249 @@ class QuantumCluster(QuantumExecutor):
             caps = caps.intersect(executor.capabilities)
         return caps
 
-    def select(self, tapes: Sequence[QuantumScript]) -> QuantumExecutor:
-        """The executor that will run ``tapes``."""
-        chosen = self._select(tapes, self.executors)
-        if not any(chosen is executor for executor in self.executors):
-            raise SelectorError(
-                f"selector {self.selector!r} returned {chosen!r}, which is not one of this "
-                f"cluster's executors; it must return an element of the list it is given"
+    @property
+    def member_labels(self) -> list[str]:
+        """Unique labels: an executor's label, with ``#i`` where labels repeat."""
+        labels = [e.label for e in self.executors]
+        return [f"{lb}#{i}" if labels.count(lb) > 1 else lb for i, lb in enumerate(labels)]
+
+    def _stats(self) -> list[_Stats]:
+        stats = self._runtime.get("stats")
+        if stats is None:
+            stats = self._runtime.setdefault("stats", [_Stats() for _ in self.executors])
+            self._runtime.setdefault("lock", threading.Lock())
+        return stats
+
+    @property
+    def _lock(self) -> threading.Lock:
+        self._stats()
+        return self._runtime["lock"]
+
+    def _index(self, executor: Any) -> int:
+        for i, member in enumerate(self.executors):
+            if member is executor:
+                return i
+        raise SelectorError(
+            f"selector {self.selector!r} returned {executor!r}, which is not one of this "
+            f"cluster's executors; it must return an element of the list it is given"
+        )
+
+    def _available(self, i: int, now: float) -> bool:
+        stats = self._stats()[i]
+        if stats.state == "open" and now - stats.opened_at >= self.breaker_cooldown:
+            stats.state = "half-open"
+        return stats.state == "healthy" or (stats.state == "half-open" and not stats.probing)
+
+    def health(self) -> dict[str, ExecutorHealth]:
+        """Per executor: batches in flight, done, failed, mean latency, breaker state."""
+        with self._lock:
+            now = time.monotonic()
+            for i in range(len(self.executors)):
+                self._available(i, now)
+            return {
+                label: ExecutorHealth(
+                    executor=label,
+                    state=s.state,
+                    in_flight=s.in_flight,
+                    done=s.done,
+                    failed=s.failed,
+                    mean_latency=s.latency_total / s.done if s.done else None,
+                )
+                for label, s in zip(self.member_labels, self._stats(), strict=True)
+            }
+
+    def _begin(self, i: int) -> None:
+        with self._lock:
+            stats = self._stats()[i]
+            stats.in_flight += 1
+            if stats.state == "half-open":
+                stats.probing = True
+
+    def _succeeded(self, i: int, seconds: float, circuits: int) -> None:
+        with self._lock:
+            stats = self._stats()[i]
+            stats.in_flight -= 1
+            stats.done += 1
+            stats.latency_total += seconds
+            per_circuit = seconds / max(circuits, 1)
+            stats.ewma_latency = (
+                per_circuit
+                if stats.ewma_latency is None
+                else (1 - EWMA_WEIGHT) * stats.ewma_latency + EWMA_WEIGHT * per_circuit
             )
+            stats.consecutive_failures = 0
+            stats.state, stats.probing = "healthy", False
+
+    def _failed(self, i: int, transient: bool) -> None:
+        with self._lock:
+            stats = self._stats()[i]
+            stats.in_flight -= 1
+            stats.failed += 1
+            stats.probing = False
+            if not transient:  # the batch was bad, not the executor
+                return
+            stats.consecutive_failures += 1
+            if stats.state == "half-open" or stats.consecutive_failures >= self.breaker_threshold:
+                stats.state, stats.opened_at = "open", time.monotonic()
+
+    def _cancelled(self, i: int) -> None:
+        with self._lock:
+            stats = self._stats()[i]
+            stats.in_flight -= 1
+            stats.probing = False
+
+    # -- routing -------------------------------------------------------------------------
+
+    def _candidates(self, exclude: set[int]) -> list[QuantumExecutor]:
+        with self._lock:
+            now = time.monotonic()
+            available = [i for i in range(len(self.executors)) if self._available(i, now)]
+        # Prefer healthy executors not yet tried for this batch; then any healthy one; with
+        # every breaker open, still try (the caller gets the real error, not a refusal).
+        for pool in (
+            [i for i in available if i not in exclude],
+            available,
+            [i for i in range(len(self.executors)) if i not in exclude],
+            list(range(len(self.executors))),
+        ):
+            if pool:
+                return [self.executors[i] for i in pool]
+        raise AssertionError("a cluster always has an executor")
+
+    def select(self, tapes: Sequence[QuantumScript], exclude: set[int] = frozenset()) -> QuantumExecutor:
+        """The executor that will run ``tapes`` (``exclude``: member indices to avoid)."""
+        candidates = self._candidates(set(exclude))
+        chosen = self._select(tapes, candidates)
+        self._index(chosen)  # raises SelectorError for a foreign executor
         return chosen
 
+    def _split(self, tapes: tuple[QuantumScript, ...]) -> list[tuple[QuantumExecutor, tuple]]:
+        members = self._candidates(set())
+        stats = self._stats()
+        free = [max((m.max_concurrent or 1) - stats[self._index(m)].in_flight, 0) for m in members]
+        if not any(free):
+            free = [1] * len(members)
+        total = sum(free)
+        # Largest-remainder shares, then contiguous slices (results reassemble in order).
+        exact = [len(tapes) * f / total for f in free]
+        shares = [int(x) for x in exact]
+        for j in sorted(range(len(members)), key=lambda j: exact[j] - shares[j], reverse=True):
+            if sum(shares) == len(tapes):
+                break
+            shares[j] += 1
+        parts, start = [], 0
+        for member, share in zip(members, shares, strict=True):
+            size = self.chunk_size or share or 1
+            for lo in range(start, start + share, size):
+                parts.append((member, tapes[lo : min(lo + size, start + share)]))
+            start += share
+        return parts
+
+    # -- phase 1: caller's thread --------------------------------------------------------
+
     def prepare(self, tapes: Sequence[QuantumScript]) -> Prepared:
-        # The chosen member prepares the batch, and runs it: the cluster only routes.
-        return self.select(tapes).prepare(self.with_shots(tapes))
+        tapes = self.with_shots(tapes)
+        if self.spread and len(tapes) > 1 and len(self.executors) > 1:
+            parts = self._split(tapes)
+        else:
+            parts = [(self.select(tapes), tapes)]
+        if len(self.executors) > 1 and self.retries:
+            # Failover re-prepares a batch for another member on a worker thread.
+            make_queuing_thread_safe()
+        chunks = [_Chunk(part, member.prepare(part)) for member, part in parts]
+        return Prepared(self, chunks, tapes)
+
+    def completed_inline(self, prepared: Prepared) -> BatchResult | None:
+        chunks: list[_Chunk] = prepared.payload
+        if len(chunks) != 1:
+            return None
+        member = chunks[0].prepared.executor
+        done = member.completed_inline(chunks[0].prepared)
+        if done is not None:
+            i = self._index(member)
+            self._begin(i)
+            self._succeeded(i, done.metadata.execution_time, prepared.num_circuits)
+        return done
+
+    def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
+        results: list[Any] = []
+        for chunk, chunk_raw in raw:
+            results.extend(chunk.prepared.complete(chunk_raw))
+        return results
+
+    # -- phase 2: event loop -------------------------------------------------------------
+
+    async def submit_prepared(self, prepared: Prepared) -> BatchHandle:
+        handle = await super().submit_prepared(prepared)
+        # Name the member(s) the batch was routed to (failover may move it later).
+        handle.executor = "+".join(dict.fromkeys(c.prepared.executor.label for c in prepared.payload))
+        return handle
+
+    async def _start(self, payload: list[_Chunk]) -> tuple[Any, tuple[str, ...]]:
+        return asyncio.ensure_future(self._run_chunks(payload)), ()
+
+    async def _collect(self, job: asyncio.Future) -> BatchResult:
+        return await job
+
+    async def _cancel(self, job: asyncio.Future) -> None:
+        job.cancel()  # each member cancels or terminates its own backend work
+        await asyncio.gather(job, return_exceptions=True)
+
+    async def _run_chunks(self, chunks: list[_Chunk]) -> BatchResult:
+        submitted_at, started = time.time(), time.perf_counter()
+        progress = BatchProgress(sum(len(c.tapes) for c in chunks), f"{self.label}")
+        progress.start()
+        try:
+            done = await asyncio.gather(*(self._run_chunk(c, progress) for c in chunks))
+        finally:
+            progress.stop()
+        if len(done) == 1:
+            return BatchResult(done, done[0][1].metadata)
+        return BatchResult(
+            done,
+            RunMetadata(
+                executor="+".join(dict.fromkeys(raw.metadata.executor for _, raw in done)),
+                backend=self.backend,
+                num_circuits=sum(len(c.tapes) for c, _ in done),
+                execution_time=time.perf_counter() - started,
+                submitted_at=submitted_at,
+                job_ids=tuple(j for _, raw in done for j in raw.metadata.job_ids),
+            ),
+        )
+
+    async def _run_chunk(self, chunk: _Chunk, progress: BatchProgress) -> tuple[_Chunk, BatchResult]:
+        tried: set[int] = set()
+        for attempt in range(self.retries + 1):
+            member = chunk.prepared.executor
+            i = self._index(member)
+            self._begin(i)
+            started = time.perf_counter()
+            try:
+                raw = await member.run_raw(chunk.prepared)
+            except asyncio.CancelledError:
+                self._cancelled(i)
+                raise
+            except Exception as exc:
+                transient = is_transient(exc)
+                self._failed(i, transient)
+                if not transient:
+                    raise
+                if attempt == self.retries:
+                    exc.add_note(
+                        f"{self.label}: gave up after {attempt + 1} attempts on "
+                        f"{sorted({self.member_labels[j] for j in tried | {i}})}"
+                    )
+                    raise
+                tried.add(i)
+                delay = min(self.backoff_max, self.backoff * 2**attempt)
+                await asyncio.sleep(random.uniform(0, delay))
+                target = self.select(chunk.tapes, exclude=tried)
+                if target is not member:
+                    # Tape work, off the caller's thread: safe with thread-local queuing.
+                    prepared = await asyncio.to_thread(target.prepare, chunk.tapes)
+                    chunk = _Chunk(chunk.tapes, prepared)
+                continue
+            self._succeeded(i, time.perf_counter() - started, len(chunk.tapes))
+            progress.advance(len(chunk.tapes))
+            return chunk, raw
+        raise AssertionError("unreachable: the last attempt returns or raises")

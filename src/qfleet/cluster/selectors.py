@@ -1,11 +1,16 @@
-"""Selectors: which executor of a cluster runs the next batch."""
+"""Selectors: which executor of a cluster runs the next batch.
+
+A selector is any callable ``f(tapes, executors) -> executor``; it is given the executors
+that are available right now (circuit breakers closed). Load-aware selectors also read the
+cluster's live statistics, which the cluster hands them with ``attach``.
+"""
 
 from __future__ import annotations
 
 import random
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pennylane.tape import QuantumScript
@@ -13,6 +18,11 @@ if TYPE_CHECKING:
     from qfleet.executors.base import QuantumExecutor
 
 SelectorFn = Callable[[Sequence["QuantumScript"], Sequence["QuantumExecutor"]], "QuantumExecutor"]
+
+
+class MemberStats(Protocol):
+    in_flight: int
+    ewma_latency: float | None
 
 
 class CyclicSelector:
@@ -25,7 +35,7 @@ class CyclicSelector:
     def __call__(self, tapes: Sequence[Any], executors: Sequence[Any]) -> Any:
         with self._lock:
             chosen = executors[self.position % len(executors)]
-            self.position = (self.position + 1) % len(executors)
+            self.position = (self.position + 1) % max(len(executors), 1)
         return chosen
 
     def __reduce__(self):
@@ -46,4 +56,65 @@ class RandomSelector:
         return (RandomSelector, (self.seed,))
 
 
-SELECTORS: dict[str, type] = {"cyclic": CyclicSelector, "random": RandomSelector}
+class _StatsSelector:
+    """Base of the selectors that read the cluster's per-executor statistics."""
+
+    def __init__(self) -> None:
+        self._stats: Callable[[Any], MemberStats] | None = None
+
+    def attach(self, stats: Callable[[Any], MemberStats]) -> None:
+        self._stats = stats
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
+class LeastBusySelector(_StatsSelector):
+    """The executor with the fewest batches in flight relative to its ``max_concurrent``.
+
+    Ties go to the earlier executor in the list.
+    """
+
+    def __call__(self, tapes: Sequence[Any], executors: Sequence[Any]) -> Any:
+        def load(executor: Any) -> float:
+            return self._stats(executor).in_flight / (executor.max_concurrent or 1)
+
+        return min(executors, key=load)
+
+
+class FastestSelector(_StatsSelector):
+    """The executor with the lowest exponentially weighted latency per circuit.
+
+    With probability ``explore`` (and always for executors never measured) another
+    executor is tried, so one that recovered from a slow spell gets traffic again.
+    """
+
+    def __init__(self, explore: float = 0.1, seed: int | None = None) -> None:
+        super().__init__()
+        self.explore = explore
+        self._rng = random.Random(seed)
+
+    def __call__(self, tapes: Sequence[Any], executors: Sequence[Any]) -> Any:
+        unmeasured = [e for e in executors if self._stats(e).ewma_latency is None]
+        if unmeasured:
+            return unmeasured[0]
+        if len(executors) > 1 and self._rng.random() < self.explore:
+            return self._rng.choice(executors)
+
+        def expected_wait(executor: Any) -> float:
+            stats = self._stats(executor)
+            queue = 1 + stats.in_flight / (executor.max_concurrent or 1)
+            return stats.ewma_latency * queue
+
+        return min(executors, key=expected_wait)
+
+    def __reduce__(self):
+        return (FastestSelector, (self.explore,))
+
+
+SELECTORS: dict[str, type] = {
+    "cyclic": CyclicSelector,
+    "random": RandomSelector,
+    "least_busy": LeastBusySelector,
+    "fastest": FastestSelector,
+}

@@ -42,6 +42,8 @@ class GeneralSection(BaseModel):
     executors: list[str] = Field(default_factory=lambda: ["LocalExecutor"])
     """Executor classes (configured by their own sections) behind ``qfleet.local``."""
     selector: str = "cyclic"
+    progress: bool = True
+    """Progress bars for large or slow batches (only ever on a terminal)."""
 
 
 class QFleetConfig(BaseModel):

@@ -204,6 +204,12 @@ class QuantumExecutor(BaseModel):
         """A short description of the backend, for metadata."""
         return self.backend_kind
 
+    def supports_operation(self, op: Any) -> bool:
+        """Whether the backend runs ``op`` natively. The device asks only about operators
+        with neither a matrix nor a decomposition (e.g. QubitDensityMatrix, noise channels);
+        gates are the business of the executor's own preprocessing. Default: no."""
+        return False
+
     @property
     def batch_timeout(self) -> float | None:
         """Seconds ``batch_get_results`` waits for a batch; default ``timeout``. Executors
@@ -349,6 +355,8 @@ class QuantumExecutor(BaseModel):
                 semaphore, _ = self._limits()
                 semaphore.release()
                 handle.limits_held = False
+        if isinstance(results, BatchResult):
+            return results  # a delegating executor (a cluster) passes its member's output on
         if len(results) != handle.num_circuits:
             raise ExecutorError(
                 f"backend returned {len(results)} results for {handle.num_circuits} circuits",
@@ -374,8 +382,15 @@ class QuantumExecutor(BaseModel):
         """Submit a prepared batch and wait for its results."""
         return prepared.complete(await self.run_raw(prepared))
 
+    def completed_inline(self, prepared: Prepared) -> BatchResult | None:
+        """The results, if ``prepare`` already computed them (nothing left to wait for)."""
+        return None
+
     def run_prepared_sync(self, prepared: Prepared) -> BatchResult:
         """Run a prepared batch from synchronous code (through the background loop)."""
+        done = self.completed_inline(prepared)
+        if done is not None:
+            return done
         return prepared.complete(get_dispatcher().run(self.run_raw(prepared)))
 
     def run_prepared_later(self, prepared: Prepared) -> LazyFuture:
@@ -391,13 +406,20 @@ class QuantumExecutor(BaseModel):
         return prepared.executor.run_prepared_later(prepared)
 
     async def _guard(self, coro):
-        """Await ``coro``; foreign exceptions become ExecutorError naming this executor."""
+        """Await ``coro``; foreign exceptions become ExecutorError naming this executor.
+
+        Lost connections and timeouts are transient (a retry may succeed); the rest not.
+        """
         try:
             return await coro
         except (QFleetError, asyncio.CancelledError):
             raise
         except Exception as exc:
-            raise ExecutorError(f"{type(exc).__name__}: {exc}", executor=self.label) from exc
+            raise ExecutorError(
+                f"{type(exc).__name__}: {exc}",
+                executor=self.label,
+                transient=isinstance(exc, (TimeoutError, ConnectionError)),
+            ) from exc
 
     # -- public API ----------------------------------------------------------------------
 
@@ -429,21 +451,30 @@ class QuantumExecutor(BaseModel):
         return self.execute([tape])[0]
 
 
+_KINDS = {
+    "ExpectationMP": "expval",
+    "VarianceMP": "var",
+    "ProbabilityMP": "probs",
+    "SampleMP": "sample",
+    "CountsMP": "counts",
+    "StateMP": "state",
+    "DensityMatrixMP": "density_matrix",
+    "PurityMP": "purity",
+    "VnEntropyMP": "vn_entropy",
+    "MutualInfoMP": "mutual_info",
+    "ClassicalShadowMP": "classical_shadow",
+    "ShadowExpvalMP": "shadow_expval",
+    # Custom measurements: a SampleMeasurement is computed from samples (process_samples /
+    # process_counts), a StateMeasurement from the state (process_state).
+    "SampleMeasurement": "sample",
+    "StateMeasurement": "state",
+}
+
+
 def measurement_kind(mp: Any) -> str:
-    """'expval', 'probs', ... for a PennyLane measurement process."""
-    name = type(mp).__name__
-    kind = name.removesuffix("MP").removesuffix("Measurement")
-    return {
-        "Expectation": "expval",
-        "Variance": "var",
-        "Probability": "probs",
-        "Sample": "sample",
-        "Counts": "counts",
-        "State": "state",
-        "DensityMatrix": "density_matrix",
-        "Purity": "purity",
-        "VnEntropy": "vn_entropy",
-        "MutualInfo": "mutual_info",
-        "ClassicalShadow": "classical_shadow",
-        "ShadowExpval": "shadow_expval",
-    }.get(kind, kind.lower())
+    """'expval', 'probs', ... for a PennyLane measurement process (subclasses and custom
+    measurements get the kind of their nearest PennyLane base class)."""
+    for cls in type(mp).__mro__:
+        if cls.__name__ in _KINDS:
+            return _KINDS[cls.__name__]
+    return type(mp).__name__.removesuffix("MP").lower()
