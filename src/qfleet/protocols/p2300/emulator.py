@@ -19,7 +19,8 @@ never reach it), programs with more qubits than ``--qubits`` and shot counts abo
 Fault injection (for tests of clients; all drawn from one generator seeded by ``--seed``):
 ``--latency`` (+ uniform ``--latency-jitter``) seconds per execute, ``--fail-rate``
 (probability that an execute gets a failure reply), ``--drop-rate`` (probability that a
-request gets no reply at all), ``--calibrating S`` (start CALIBRATING for S seconds).
+request gets no reply at all), ``--calibrating S`` (start CALIBRATING for S seconds; with
+``--calibration-interval T``, again every T seconds while unlocked).
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ class EmulatorOptions:
     topology: str = "full"
     """"full" (every pair) or "line" (q[i] - q[i+1])."""
     calibrating: float = 0.0
+    """Seconds of CALIBRATING at start-up (and at every calibration_interval)."""
+    calibration_interval: float = 0.0
+    """Calibrate again every this many seconds (0: only at start-up); postponed while locked."""
     lock_timeout: float = 60.0
     name: str = "qfleet 2300 emulator"
     publish_interval: float = 0.5
@@ -86,9 +90,11 @@ class EmulatorOptions:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
-        for name in ("latency", "latency_jitter", "calibrating"):
+        for name in ("latency", "latency_jitter", "calibrating", "calibration_interval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.calibration_interval and not self.calibrating:
+            raise ValueError("--calibration-interval needs --calibrating SECONDS (its duration)")
         if self.max_shots < 1:
             raise ValueError("--max-shots must be >= 1")
         if self.topology not in ("full", "line"):
@@ -390,7 +396,11 @@ class Emulator2300:
             lock_timeout=options.lock_timeout,
             state=initial,
         )
-        self._calibrated_at = time.monotonic() + options.calibrating if options.calibrating else None
+        now = time.monotonic()
+        self._calibrated_at = now + options.calibrating if options.calibrating else None
+        self._next_calibration = (
+            now + options.calibration_interval if options.calibration_interval else None
+        )
         self._stop = threading.Event()
         self._changed = threading.Event()
         self._context = None
@@ -502,11 +512,24 @@ class Emulator2300:
                 log.exception("request handling failed")
 
     def _tick(self) -> None:
-        if self._calibrated_at is not None and time.monotonic() >= self._calibrated_at:
+        now = time.monotonic()
+        if self._calibrated_at is not None and now >= self._calibrated_at:
             self._calibrated_at = None
             self.session.set_state(State.IDLE)
             self._state_changed()
             log.info("calibration done: IDLE")
+        elif (
+            self._next_calibration is not None
+            and now >= self._next_calibration
+            and self._calibrated_at is None
+            and not self.session.locked
+            and self.session.state is State.IDLE
+        ):
+            self._calibrated_at = now + self.options.calibrating
+            self._next_calibration = now + self.options.calibration_interval
+            self.session.set_state(State.CALIBRATING)
+            self._state_changed()
+            log.info("calibrating for %s s", self.options.calibrating)
 
     def _handle(self, router: Any, frames: list[bytes]) -> None:
         # REQ envelope: [identity, b"", body]; a DEALER may leave out the empty frame.
@@ -604,6 +627,8 @@ def add_arguments(parser: Any) -> None:
         help="qubit connectivity reported and enforced (default %(default)s)")
     add("--calibrating", type=float, default=0.0, metavar="SECONDS",
         help="start in state CALIBRATING for this long")
+    add("--calibration-interval", type=float, default=0.0, metavar="SECONDS",
+        help="calibrate (for --calibrating seconds) again every this many seconds")
     add("--lock-timeout", type=float, default=60.0,
         help="seconds after which an idle lock (initialize without terminate) may be taken over")
     add("--name", default="qfleet 2300 emulator", help="system name in get_static")
@@ -645,6 +670,7 @@ def run_from_args(args: Any) -> int:
             gates=tuple(args.gates.split(",")) if args.gates else None,
             topology=args.topology,
             calibrating=args.calibrating,
+            calibration_interval=args.calibration_interval,
             lock_timeout=args.lock_timeout,
             name=args.name,
         )
