@@ -27,7 +27,8 @@ Test controls (no auth) under ``/__standin__``: GET ``stats``; POST ``reset``; P
 with any of ``{"fail_jobs": [reason, ...]}`` (the next jobs fail with these reasons),
 ``{"http_errors": [{"method": "POST", "path": "/api/v1/jobs", "codes": [500, 503]}]}`` (the
 next matching requests get these statuses), ``{"hold_jobs": true}`` (jobs stay queued until
-``false``), ``{"job_delay": seconds}`` (each job runs at least this long).
+``false``), ``{"job_delay": seconds}`` (each job runs at least this long),
+``{"expire_sessions": true}`` (every open session closes, as when its max_time runs out).
 """
 
 from __future__ import annotations
@@ -527,6 +528,9 @@ class Handler(BaseHTTPRequestHandler):
                 state.http_errors.extend(faults.get("http_errors", []))
                 if "hold_jobs" in faults:
                     state.hold_jobs = bool(faults["hold_jobs"])
+                if faults.get("expire_sessions"):
+                    for session in state.sessions.values():
+                        session.update(accepting_jobs=False, state="closed", closed_at=_now())
                 if "job_delay" in faults:
                     state.job_delay = float(faults["job_delay"])
                 state.lock.notify_all()

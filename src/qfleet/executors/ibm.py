@@ -58,6 +58,10 @@ _LEGACY_FIELDS = {
 _MAX_TIME = re.compile(r"^\s*(\d+h)?\s*(\d+m)?\s*(\d+s)?\s*$")
 
 
+#: Fire-and-forget cleanup tasks (kept referenced until done).
+_background: set[asyncio.Future] = set()
+
+
 @dataclasses.dataclass(frozen=True)
 class _Pub:
     """One primitive unit of work. Plain qiskit objects only (goes to worker threads)."""
@@ -358,10 +362,11 @@ with warnings.catch_warnings():
             units = [range(len(pubs))] if self.single_job else [plan.pubs for plan in plans]
             jobs: list[tuple[int, ...]] = []
             for unit in units:
-                # Sampler jobs with different shots per PUB are deprecated: one job per count.
+                # Jobs whose PUBs differ in shots (Sampler) or precision (Estimator) are
+                # deprecated since qiskit-ibm-runtime 0.48: one job per value.
                 groups: dict[Any, list[int]] = {}
                 for i in unit:
-                    groups.setdefault(pubs[i].shots if kind == "sampler" else None, []).append(i)
+                    groups.setdefault((pubs[i].shots, pubs[i].precision), []).append(i)
                 jobs.extend(tuple(g) for g in groups.values())
             return _Batch(kind, tuple(pubs), tuple(jobs), tuple(plans))
 
@@ -399,8 +404,13 @@ with warnings.catch_warnings():
             )
 
         async def _start(self, payload: _Batch) -> tuple[Any, tuple[str, ...]]:
+            submitting = asyncio.ensure_future(asyncio.to_thread(self._submit, payload))
             try:
-                submission = await asyncio.to_thread(self._submit, payload)
+                submission = await asyncio.shield(submitting)
+            except asyncio.CancelledError:
+                # The thread goes on submitting; cancel its jobs once they exist.
+                submitting.add_done_callback(self._cancel_when_submitted)
+                raise
             except ImportError as exc:
                 raise needs_ibm_extra(exc) from exc
             except QFleetError:
@@ -408,6 +418,13 @@ with warnings.catch_warnings():
             except Exception as exc:
                 raise self._error(exc) from exc
             return submission, tuple(str(job.job_id()) for job in submission.jobs)
+
+        def _cancel_when_submitted(self, submitting: asyncio.Future) -> None:
+            if submitting.cancelled() or submitting.exception() is not None:
+                return
+            cleanup = asyncio.ensure_future(self._cancel(submitting.result()))
+            _background.add(cleanup)
+            cleanup.add_done_callback(_background.discard)
 
         def _submit(self, batch: _Batch) -> _Submission:
             """Transpile and submit (worker thread); returns once every job exists."""
@@ -460,8 +477,10 @@ with warnings.catch_warnings():
                 per_job = await asyncio.gather(
                     *(self._wait(sdk_job, batch.kind, job.local) for sdk_job in job.jobs)
                 )
+            except asyncio.CancelledError:
+                raise  # the base class cancels the jobs
             except BaseException:
-                await asyncio.shield(self._cancel(job))
+                await asyncio.shield(self._cancel(job))  # one job failed: stop the others
                 raise
             per_pub: dict[int, Any] = {}
             for indices, data in zip(batch.jobs, per_job, strict=True):

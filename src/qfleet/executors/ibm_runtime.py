@@ -393,7 +393,10 @@ def _status_codes(exc: BaseException) -> list[int]:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        for attr in ("status_code", "code", "status"):
+        # ``status_code`` first: ibm_cloud_sdk_core deprecates ApiException.code.
+        for attr in ("status_code", "status") if hasattr(current, "status_code") else (
+            "code", "status"
+        ):
             value = getattr(current, attr, None)
             if isinstance(value, int) and 100 <= value < 600:
                 codes.append(value)

@@ -1,0 +1,329 @@
+"""QiskitExecutor through the real ``QiskitRuntimeService`` against the IBM Runtime stand-in
+(tests/standins/ibm_runtime.py, its own process on 127.0.0.1).
+
+The SDK authenticates (IAM -> JWT), searches instances, lists backends, opens sessions,
+submits V2 sampler/estimator jobs (RuntimeEncoder/QPY), polls and fetches results exactly as
+against IBM Cloud. Fault switches on the stand-in cover failed jobs, 5xx answers and a wrong
+API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pennylane as qml
+import pytest
+from pennylane import numpy as pnp
+from pennylane.tape import QuantumScript
+
+pytest.importorskip("qiskit_ibm_runtime")
+requests = pytest.importorskip("requests")
+
+import qfleet as qf  # noqa: E402
+from qfleet.errors import ExecutorTimeoutError  # noqa: E402
+from qfleet.executors import QiskitExecutor  # noqa: E402
+from qfleet.executors.ibm import IBMAuthenticationError, IBMJobError, close_sessions  # noqa: E402
+
+STANDIN = Path(__file__).parent / "standins" / "ibm_runtime.py"
+API_KEY = "standin-api-key-for-qfleet-tests"
+SHOTS = 4000
+
+
+class StandIn:
+    def __init__(self, port: int, process: subprocess.Popen):
+        self.port, self.process = port, process
+        self.base = f"http://127.0.0.1:{port}"
+        self.url = f"{self.base}/api/v1"
+
+    def control(self, what: str, body: dict | None = None) -> dict:
+        if body is None and what == "stats":
+            return requests.get(f"{self.base}/__standin__/stats", timeout=10).json()
+        return requests.post(f"{self.base}/__standin__/{what}", json=body or {}, timeout=10).json()
+
+    def jobs(self) -> list[dict]:
+        return self.control("stats")["jobs"]
+
+    def executor(self, **kwargs) -> QiskitExecutor:
+        kwargs = {"device": "sampler", "backend": "ibm_manila", "token": API_KEY,
+                  "url": self.url, "seed": 17, **kwargs}
+        return QiskitExecutor(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def standin():
+    process = subprocess.Popen(
+        [sys.executable, str(STANDIN), "--port", "0", "--api-key", API_KEY],
+        stdout=subprocess.PIPE, stderr=None, text=True,
+    )
+    port = None
+    deadline = time.monotonic() + 120
+    line = ""
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("PORT "):
+            port = int(line.split()[1])
+            break
+        if process.poll() is not None:
+            break
+    if port is None:
+        process.kill()
+        pytest.fail(f"the IBM stand-in did not start: {line!r}")
+    # Drain stdout so the stand-in never blocks on a full pipe.
+    threading.Thread(target=process.stdout.read, daemon=True).start()
+    patch = pytest.MonkeyPatch()
+    base = f"http://127.0.0.1:{port}"
+    patch.setenv("IAM_URL", base)  # IBM Cloud IAM (API key -> JWT)
+    patch.setenv("GLOBAL_SEARCH_URL", base)  # instance search
+    patch.setenv("GLOBAL_CATALOG_URL", f"{base}/catalog")  # instance plans
+    try:
+        yield StandIn(port, process)
+    finally:
+        close_sessions()
+        patch.undo()
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture
+def server(standin):
+    close_sessions()
+    standin.control("reset")
+    yield standin
+    standin.control("faults", {"hold_jobs": False})
+
+
+def ansatz(x):
+    qml.RX(x[0], wires=0)
+    qml.RY(x[1], wires=1)
+    qml.CNOT(wires=[0, 1])
+    qml.RZ(x[2], wires=1)
+    qml.Hadamard(wires=1)
+
+
+def observables():
+    return qml.expval(qml.Z(0) @ qml.Z(1)), qml.expval(qml.X(1)), qml.expval(qml.Y(0))
+
+
+X = pnp.array([0.4, 1.1, -0.6], requires_grad=True)
+
+
+def qnode(executor, shots=SHOTS):
+    @qf.qelectron(executors=executor)
+    @qml.qnode(qml.device("default.qubit", wires=2), shots=shots, diff_method="parameter-shift")
+    def circuit(x):
+        ansatz(x)
+        return observables()
+
+    return circuit
+
+
+@qml.qnode(qml.device("default.qubit", wires=2))
+def exact(x):
+    ansatz(x)
+    return observables()
+
+
+def assert_close(got, want, shots=SHOTS):
+    tol = 5 * np.sqrt(np.maximum(1 - np.asarray(want) ** 2, 1 / shots) / shots)
+    assert np.all(np.abs(np.asarray(got) - np.asarray(want)) <= tol), (got, want, tol)
+
+
+@pytest.mark.parametrize("device", ["sampler", "estimator"])
+def test_qnode_through_the_runtime_service(server, device):
+    circuit = qnode(server.executor(device=device))
+    assert_close(circuit(X), exact(X))
+    assert_close(circuit(X * 0.5), exact(X * 0.5))
+    meta = circuit.last_metadata
+    assert meta.backend == "ibm_manila" and len(meta.job_ids) == 1
+    stats = server.control("stats")
+    jobs = {job["id"]: job for job in stats["jobs"]}
+    assert meta.job_ids[0] in jobs and jobs[meta.job_ids[0]]["program"] == device
+    assert all(job["status"] == "Completed" for job in jobs.values())
+    # sampler: X(1) and Y(0) do not commute with Z(0)Z(1): 2 circuits (PUBs) in one job
+    assert jobs[meta.job_ids[0]]["num_pubs"] == (2 if device == "sampler" else 1)
+    # one session for both calls, kept open for the next one
+    assert len(stats["sessions"]) == 1 and stats["sessions"][0]["accepting_jobs"]
+    assert {job["session_id"] for job in jobs.values()} == {stats["sessions"][0]["id"]}
+
+
+def test_gradient_is_one_runtime_job(server):
+    circuit = qnode(server.executor(), shots=2000)
+    cost = lambda x: qml.math.sum(qml.math.stack(circuit(x)))  # noqa: E731
+    before = len(server.jobs())
+    grad = qml.grad(cost)(X)
+    jobs = server.jobs()[before:]
+    # forward pass (2 PUBs) and the whole parameter-shift gradient: 2 * 3 shifts x 2 PUBs
+    assert [job["num_pubs"] for job in jobs] == [2, 2 * len(X) * 2]
+    assert all(shots == 2000 for job in jobs for shots in job["shots"])
+    want = qml.grad(lambda x: qml.math.sum(qml.math.stack(exact(x))))(X)
+    np.testing.assert_allclose(grad, want, atol=3 * 5 / np.sqrt(2 * 2000))
+
+
+def test_batch_and_job_modes(server):
+    qnode(server.executor(mode="batch"))(X)
+    qnode(server.executor(mode="job", single_job=False))(X)
+    stats = server.control("stats")
+    assert [s["mode"] for s in stats["sessions"]] == ["batch"]
+    # single_job=False: one job per tape (a forward pass is one tape, with 2 PUBs)
+    assert [(job["session_id"] is None, job["num_pubs"]) for job in stats["jobs"]] == [
+        (False, 2), (True, 2)]
+
+
+def test_reattach_to_a_job_by_id(server):
+    ex = server.executor()
+    tape = QuantumScript([qml.RX(0.7, 0)], [qml.expval(qml.Z(0))], shots=1000)
+    result = ex.execute([tape])
+    job_id = result.metadata.job_ids[0]
+
+    from qiskit_ibm_runtime import QiskitRuntimeService
+
+    from qfleet.executors.ibm_runtime import verbatim_url_resolver
+
+    fresh = QiskitRuntimeService(channel="ibm_quantum_platform", token=API_KEY, url=server.url,
+                                 url_resolver=verbatim_url_resolver, instance="auto")
+    job = fresh.job(job_id)
+    assert job.job_id() == job_id and job.status() == "DONE"
+    assert job.backend().name == "ibm_manila"
+    counts = job.result()[0].data.c.get_counts()
+    assert sum(counts.values()) == 1000
+    z = sum((1 if bits[-1] == "0" else -1) * n for bits, n in counts.items()) / 1000
+    assert z == pytest.approx(result[0])
+    assert ex.service().job(job_id).status() == "DONE"
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_cancel_cancels_the_runtime_job(server):
+    server.control("faults", {"hold_jobs": True})
+    circuit = qnode(server.executor())
+    future = circuit.run_later(X)
+    assert wait_for(lambda: any(j["status"] == "Queued" for j in server.jobs()))
+    assert future.cancel()
+    assert wait_for(lambda: [j["status"] for j in server.jobs()] == ["Cancelled"])
+
+
+def test_cancelling_the_wait_cancels_the_runtime_job(server):
+    server.control("faults", {"hold_jobs": True})
+    ex = server.executor()
+    tapes = [QuantumScript([qml.RX(0.3, 0)], [qml.expval(qml.Z(0))], shots=100)]
+
+    async def submit_then_cancel():
+        handle = await ex.batch_submit(tapes)  # returns once the Runtime job exists
+        assert [j["id"] for j in server.jobs()] == list(handle.job_ids)
+        waiting = asyncio.ensure_future(ex.batch_get_results(handle))
+        await asyncio.sleep(0.3)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        return handle
+
+    asyncio.run(submit_then_cancel())
+    assert wait_for(lambda: [j["status"] for j in server.jobs()] == ["Cancelled"])
+
+
+def test_timeout_cancels_the_runtime_job(server):
+    server.control("faults", {"hold_jobs": True})
+    circuit = qnode(server.executor(timeout=1.0))
+    with pytest.raises(ExecutorTimeoutError):
+        circuit(X)
+    assert wait_for(lambda: [j["status"] for j in server.jobs()] == ["Cancelled"])
+
+
+def test_failed_job_raises_with_the_server_message(server):
+    reason = "Qubit 3 is out of calibration (stand-in failure)"
+    server.control("faults", {"fail_jobs": [reason]})
+    circuit = qnode(server.executor())
+    with pytest.raises(IBMJobError) as info:
+        circuit(X)
+    job = server.jobs()[0]
+    assert reason in str(info.value) and info.value.job_id == job["id"] == job["id"]
+    assert job["status"] == "Failed" and not info.value.transient
+    assert_close(circuit(X), exact(X))  # the next job runs normally
+
+
+def test_5xx_answers_are_retried(server):
+    server.control("faults", {"http_errors": [
+        {"method": "POST", "path": "/api/v1/jobs", "codes": [500, 503]},
+        {"method": "GET", "path": "/api/v1/jobs/[^/]+", "codes": [503, 500]},
+    ]})
+    circuit = qnode(server.executor())
+    assert_close(circuit(X), exact(X))
+    requests_seen = server.control("stats")["requests"]
+    submits = [status for method, path, status in requests_seen
+               if method == "POST" and path == "/api/v1/jobs"]
+    assert submits == [500, 503, 200]
+    polls = [status for method, path, status in requests_seen
+             if method == "GET" and path.startswith("/api/v1/jobs/") and path.count("/") == 4]
+    assert polls[:2] == [503, 500] and 200 in polls
+
+
+def test_wrong_token_is_a_clear_auth_error(server):
+    wrong = "definitely-not-the-right-key-42"
+    circuit = qnode(server.executor(token=wrong))
+    with pytest.raises(IBMAuthenticationError) as info:
+        circuit(X)
+    message = str(info.value)
+    assert wrong not in message
+    assert "token" in message and "QFLEET_QISKITEXECUTOR_TOKEN" in message
+    assert "[executors.QiskitExecutor]" in message
+    assert ("POST", "/identity/token", 401) in [tuple(r) for r in server.control("stats")["requests"]]
+
+
+def test_token_from_the_config_file(server, tmp_path, monkeypatch):
+    config = tmp_path / "config.toml"
+    config.write_text(f'[executors.QiskitExecutor]\ntoken = "{API_KEY}"\n')
+    monkeypatch.setenv("QFLEET_CONFIG", str(config))
+    ex = QiskitExecutor(device="estimator", backend="ibm_manila", url=server.url, seed=1)
+    assert_close(qnode(ex)(X), exact(X))
+
+
+def test_a_session_closed_on_the_server_is_reopened(server):
+    ex = server.executor()
+    qnode(ex)(X)
+    assert len(server.control("stats")["sessions"]) == 1
+    server.control("faults", {"expire_sessions": True})  # as when max_time runs out
+    assert_close(qnode(ex)(X), exact(X))
+    sessions = server.control("stats")["sessions"]
+    assert len(sessions) == 2 and [s["accepting_jobs"] for s in sessions] == [False, True]
+
+
+def test_sessions_are_closed(server):
+    qnode(server.executor())(X)
+    qnode(server.executor(mode="batch"))(X)
+    assert close_sessions() == 2
+    sessions = server.control("stats")["sessions"]
+    assert len(sessions) == 2 and not any(s["accepting_jobs"] for s in sessions)
+
+
+def test_sessions_close_at_interpreter_exit(standin):
+    code = (
+        "import pennylane as qml, qfleet as qf\n"
+        f"ex = qf.executor.QiskitExecutor(device='sampler', backend='ibm_manila', "
+        f"token={API_KEY!r}, url={standin.url!r})\n"
+        "tape = qml.tape.QuantumScript([qml.H(0)], [qml.probs(wires=[0])], shots=10)\n"
+        "print(ex.run_circuit_sync(tape))\n"
+    )
+    before = {s["id"] for s in standin.control("stats")["sessions"]}
+    env = {**os.environ, "QFLEET_CONFIG": os.devnull}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr
+    new = [s for s in standin.control("stats")["sessions"] if s["id"] not in before]
+    assert len(new) == 1 and new[0]["state"] == "closed"
