@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import random
 import threading
 import time
@@ -52,6 +53,9 @@ class _Stats:
     """Live statistics of one member (per process; guarded by the cluster's lock)."""
 
     in_flight: int = 0
+    """Batches running on the member."""
+    queued: int = 0
+    """Batches routed to the member that have not started yet."""
     done: int = 0
     failed: int = 0
     consecutive_failures: int = 0
@@ -111,7 +115,7 @@ class QuantumCluster(QuantumExecutor):
 
     backend_kind = "cluster"
 
-    _select: SelectorFn = PrivateAttr()
+    _selector_fn: SelectorFn = PrivateAttr()
 
     @field_validator("executors", mode="before")
     @classmethod
@@ -140,9 +144,20 @@ class QuantumCluster(QuantumExecutor):
         return self
 
     def model_post_init(self, context: Any) -> None:
-        self._select = SELECTORS[self.selector]() if isinstance(self.selector, str) else self.selector
-        if hasattr(self._select, "attach"):
-            self._select.attach(lambda executor: self._stats()[self._index(executor)])
+        self._selector_fn = (
+            SELECTORS[self.selector]() if isinstance(self.selector, str) else self.selector
+        )
+        if hasattr(self._selector_fn, "attach"):
+            self._selector_fn.attach(lambda executor: self._stats()[self._index(executor)])
+
+    @property
+    def _select(self) -> SelectorFn:
+        # Through __pydantic_private__: pydantic's private-attribute __getattr__ is slow.
+        return self.__pydantic_private__["_selector_fn"]
+
+    @property
+    def _late_binding(self) -> bool:
+        return hasattr(self._select, "attach")
 
     # -- members and their statistics ----------------------------------------------------
 
@@ -160,10 +175,11 @@ class QuantumCluster(QuantumExecutor):
         return [f"{lb}#{i}" if labels.count(lb) > 1 else lb for i, lb in enumerate(labels)]
 
     def _stats(self) -> list[_Stats]:
-        stats = self._runtime.get("stats")
+        cache = self._runtime
+        stats = cache.get("stats")
         if stats is None:
-            stats = self._runtime.setdefault("stats", [_Stats() for _ in self.executors])
-            self._runtime.setdefault("lock", threading.Lock())
+            stats = cache.setdefault("stats", [_Stats() for _ in self.executors])
+            cache.setdefault("lock", threading.Lock())
         return stats
 
     @property
@@ -204,8 +220,18 @@ class QuantumCluster(QuantumExecutor):
                 for label, s in zip(self.member_labels, self._stats(), strict=True)
             }
 
-    def _begin(self, i: int) -> None:
+    def _capacity(self, i: int) -> float:
+        return self.executors[i].max_concurrent or math.inf
+
+    def _route(self, i: int, delta: int = 1) -> None:
         with self._lock:
+            self._stats()[i].queued += delta
+
+    def _begin(self, i: int, routed_to: int | None = None) -> None:
+        """Batch starts on member ``i`` (leaving the queue of ``routed_to``, if given)."""
+        with self._lock:
+            if routed_to is not None:
+                self._stats()[routed_to].queued -= 1
             stats = self._stats()[i]
             stats.in_flight += 1
             if stats.state == "half-open":
@@ -272,7 +298,10 @@ class QuantumCluster(QuantumExecutor):
     def _split(self, tapes: tuple[QuantumScript, ...]) -> list[tuple[QuantumExecutor, tuple]]:
         members = self._candidates(set())
         stats = self._stats()
-        free = [max((m.max_concurrent or 1) - stats[self._index(m)].in_flight, 0) for m in members]
+        free = [
+            max((m.max_concurrent or 1) - stats[self._index(m)].in_flight - stats[self._index(m)].queued, 0)
+            for m in members
+        ]
         if not any(free):
             free = [1] * len(members)
         total = sum(free)
@@ -299,10 +328,23 @@ class QuantumCluster(QuantumExecutor):
             parts = self._split(tapes)
         else:
             parts = [(self.select(tapes), tapes)]
-        if len(self.executors) > 1 and self.retries:
-            # Failover re-prepares a batch for another member on a worker thread.
+        if len(self.executors) > 1:
+            # Failover and late binding re-prepare a batch for another member on a worker
+            # thread: make PennyLane's recording contexts per thread first.
             make_queuing_thread_safe()
-        chunks = [_Chunk(part, member.prepare(part)) for member, part in parts]
+        chunks: list[_Chunk] = []
+        for member, part in parts:
+            # Count the batch as in flight from the moment it is routed, so load-aware
+            # selectors see the batches that are prepared but not yet started.
+            i = self._index(member)
+            self._route(i)
+            try:
+                chunks.append(_Chunk(part, member.prepare(part)))
+            except BaseException:
+                self._route(i, -1)
+                for chunk in chunks:
+                    self._route(self._index(chunk.prepared.executor), -1)
+                raise
         return Prepared(self, chunks, tapes)
 
     def completed_inline(self, prepared: Prepared) -> BatchResult | None:
@@ -313,7 +355,7 @@ class QuantumCluster(QuantumExecutor):
         done = member.completed_inline(chunks[0].prepared)
         if done is not None:
             i = self._index(member)
-            self._begin(i)
+            self._begin(i, routed_to=i)
             self._succeeded(i, done.metadata.execution_time, prepared.num_circuits)
         return done
 
@@ -346,7 +388,10 @@ class QuantumCluster(QuantumExecutor):
         progress = BatchProgress(sum(len(c.tapes) for c in chunks), f"{self.label}")
         progress.start()
         try:
-            done = await asyncio.gather(*(self._run_chunk(c, progress) for c in chunks))
+            if len(chunks) == 1:  # no gather: it would wrap the chunk in another task
+                done = [await self._run_chunk(chunks[0], progress)]
+            else:
+                done = await asyncio.gather(*(self._run_chunk(c, progress) for c in chunks))
         finally:
             progress.stop()
         if len(done) == 1:
@@ -363,19 +408,72 @@ class QuantumCluster(QuantumExecutor):
             ),
         )
 
+    def _slots(self) -> asyncio.Condition:
+        key = ("slots", id(asyncio.get_running_loop()))
+        if key not in self._runtime:
+            self._runtime[key] = asyncio.Condition()
+        return self._runtime[key]
+
+    async def _slot_freed(self) -> None:
+        async with self._slots():
+            self._slots().notify_all()
+
+    async def _prepare_elsewhere(self, target: QuantumExecutor, chunk: _Chunk) -> _Chunk:
+        # Tape work off the caller's thread: safe with thread-local queuing (see prepare).
+        return _Chunk(chunk.tapes, await asyncio.to_thread(target.prepare, chunk.tapes))
+
+    async def _bind(self, chunk: _Chunk) -> _Chunk:
+        """Start ``chunk`` on a member. Load-aware selectors bind late: the batch waits
+        for a free slot (``max_concurrent``) anywhere and goes to the best free member, so
+        a slow executor's queue drains to the fast ones."""
+        routed_to = self._index(chunk.prepared.executor)
+        if not self._late_binding:
+            self._begin(routed_to, routed_to)
+            return chunk
+        async with self._slots():
+            while True:
+                with self._lock:
+                    now = time.monotonic()
+                    free = [
+                        i
+                        for i in range(len(self.executors))
+                        if self._available(i, now)
+                        and self._stats()[i].in_flight < self._capacity(i)
+                    ]
+                if free:
+                    break
+                await self._slots().wait()
+            target = (
+                routed_to
+                if routed_to in free
+                else self._index(self._select(chunk.tapes, [self.executors[i] for i in free]))
+            )
+            self._begin(target, routed_to)
+        if target == routed_to:
+            return chunk
+        try:
+            return await self._prepare_elsewhere(self.executors[target], chunk)
+        except BaseException:
+            self._cancelled(target)
+            raise
+
     async def _run_chunk(self, chunk: _Chunk, progress: BatchProgress) -> tuple[_Chunk, BatchResult]:
+        chunk = await self._bind(chunk)
         tried: set[int] = set()
         for attempt in range(self.retries + 1):
             member = chunk.prepared.executor
             i = self._index(member)
-            self._begin(i)
+            if attempt:
+                self._begin(i)
             started = time.perf_counter()
             try:
                 raw = await member.run_raw(chunk.prepared)
             except asyncio.CancelledError:
                 self._cancelled(i)
+                await self._slot_freed()
                 raise
             except Exception as exc:
+                await self._slot_freed()
                 transient = is_transient(exc)
                 self._failed(i, transient)
                 if not transient:
@@ -391,11 +489,10 @@ class QuantumCluster(QuantumExecutor):
                 await asyncio.sleep(random.uniform(0, delay))
                 target = self.select(chunk.tapes, exclude=tried)
                 if target is not member:
-                    # Tape work, off the caller's thread: safe with thread-local queuing.
-                    prepared = await asyncio.to_thread(target.prepare, chunk.tapes)
-                    chunk = _Chunk(chunk.tapes, prepared)
+                    chunk = await self._prepare_elsewhere(target, chunk)
                 continue
             self._succeeded(i, time.perf_counter() - started, len(chunk.tapes))
+            await self._slot_freed()
             progress.advance(len(chunk.tapes))
             return chunk, raw
         raise AssertionError("unreachable: the last attempt returns or raises")

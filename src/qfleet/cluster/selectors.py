@@ -22,6 +22,7 @@ SelectorFn = Callable[[Sequence["QuantumScript"], Sequence["QuantumExecutor"]], 
 
 class MemberStats(Protocol):
     in_flight: int
+    queued: int
     ewma_latency: float | None
 
 
@@ -70,14 +71,14 @@ class _StatsSelector:
 
 
 class LeastBusySelector(_StatsSelector):
-    """The executor with the fewest batches in flight relative to its ``max_concurrent``.
-
-    Ties go to the earlier executor in the list.
+    """The executor with the fewest batches in flight (running or routed to it) relative
+    to its ``max_concurrent``. Ties go to the earlier executor in the list.
     """
 
     def __call__(self, tapes: Sequence[Any], executors: Sequence[Any]) -> Any:
         def load(executor: Any) -> float:
-            return self._stats(executor).in_flight / (executor.max_concurrent or 1)
+            stats = self._stats(executor)
+            return (stats.in_flight + stats.queued) / (executor.max_concurrent or 1)
 
         return min(executors, key=load)
 
@@ -103,7 +104,7 @@ class FastestSelector(_StatsSelector):
 
         def expected_wait(executor: Any) -> float:
             stats = self._stats(executor)
-            queue = 1 + stats.in_flight / (executor.max_concurrent or 1)
+            queue = 1 + (stats.in_flight + stats.queued) / (executor.max_concurrent or 1)
             return stats.ewma_latency * queue
 
         return min(executors, key=expected_wait)

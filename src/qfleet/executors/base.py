@@ -166,7 +166,16 @@ class QuantumExecutor(BaseModel):
 
     backend_kind: ClassVar[str] = "executor"
 
-    _runtime: dict = PrivateAttr(default_factory=dict)
+    _runtime_cache: dict = PrivateAttr(default_factory=dict)
+
+    @property
+    def _runtime(self) -> dict:
+        """Per-process cache (pools, sockets, sessions, statistics); never pickled.
+
+        A property because pydantic finds private attributes through a slow __getattr__,
+        and this is on every batch's path.
+        """
+        return self.__pydantic_private__["_runtime_cache"]
 
     # -- configuration -------------------------------------------------------------------
 
@@ -187,7 +196,10 @@ class QuantumExecutor(BaseModel):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         # Per-process resources (pools, locks, sockets) never travel.
-        state["__pydantic_private__"] = {**(state.get("__pydantic_private__") or {}), "_runtime": {}}
+        state["__pydantic_private__"] = {
+            **(state.get("__pydantic_private__") or {}),
+            "_runtime_cache": {},
+        }
         return state
 
     @property
