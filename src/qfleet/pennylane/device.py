@@ -90,7 +90,10 @@ class QFleetDevice(Device):
             pipeline.add_transform(validate_device_wires, self.wires, name=self.name)
         pipeline.add_transform(
             validate_measurements,
-            analytic_measurements=lambda mp: caps.analytic and measurement_kind(mp) in caps.measurements,
+            # A shots-only executor still takes analytic tapes when it (or a cluster member)
+            # has shots of its own; its check() raises UnsupportedCircuitError if not.
+            analytic_measurements=lambda mp: measurement_kind(mp) in caps.measurements
+            and (caps.analytic or measurement_kind(mp) in SAMPLING_MEASUREMENTS),
             sample_measurements=lambda mp: measurement_kind(mp) in caps.measurements & SAMPLING_MEASUREMENTS,
             name=f"{self.name} ({self.executor.label})",
         )
