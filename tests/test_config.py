@@ -163,7 +163,10 @@ def test_unknown_sections(isolated_config):
 
 
 def test_malformed_toml_names_file_and_line(isolated_config):
-    write(isolated_config, '[qfleet]\nselector = "cyclic"\n\n[executors.LocalExecutor]\ndevice = \n')
+    write(
+        isolated_config,
+        '[qfleet]\nselector = "cyclic"\n\n[executors.LocalExecutor]\ndevice = \n',
+    )
     with pytest.raises(ConfigError) as info:
         load_config()
     message = str(info.value)
