@@ -28,23 +28,22 @@ import zmq  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: name -> serve-2300 options. Every test that needs a special server has its own.
+#: name -> serve-2300 options. Few processes: each start imports PennyLane (seconds).
 EMULATORS: dict[str, list[str]] = {
     # most tests: seeded, a shot cap low enough to provoke a failure reply
     "default": ["--seed", "2300", "--max-shots", "100000"],
-    # a hardware-like target: 3 qubits in a line, a native gate set
+    # a hardware-like target: 3 qubits in a line, a native gate set, and it calibrates
+    # for 1.5 s every 4 s
     "restricted": [
         "--seed", "7", "--qubits", "3", "--topology", "line",
-        "--gates", "X90,MX90,Y90,MY90,RZ,CZ",
+        "--gates", "X90,MX90,Y90,MY90,RZ,CZ", "--calibrating", "1.5",
+        "--calibration-interval", "4",
     ],
-    # slow executes: to cancel a batch midway and to watch the heartbeat
+    # slow executes: to cancel a batch midway, to watch the heartbeat; killed and
+    # restarted by the restart tests
     "slow": ["--seed", "11", "--latency", "0.25"],
-    # answers nothing
-    "silent": ["--seed", "13", "--drop-rate", "1.0"],
-    # calibrates for 1.5 s every 3 s
-    "calibrating": ["--seed", "17", "--calibrating", "1.5", "--calibration-interval", "3"],
-    # killed and restarted by the tests
-    "restart": ["--seed", "19", "--latency", "0.3"],
+    # loses 30% of its replies
+    "lossy": ["--seed", "23", "--drop-rate", "0.3"],
 }  # fmt: skip
 
 
@@ -177,9 +176,14 @@ class EmulatorFleet:
 
     def __getitem__(self, name: str) -> Emulator:
         emulator = self.emulators[name]
+        if emulator.rep and not emulator.alive:  # a test killed it: start it again
+            emulator.restart()
         return emulator.wait_ready()
 
     def close(self) -> None:
+        for emulator in self.emulators.values():  # all at once: exiting takes a second
+            if emulator.alive:
+                emulator.proc.send_signal(signal.SIGTERM)
         for emulator in self.emulators.values():
             emulator.stop()
 

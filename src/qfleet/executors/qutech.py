@@ -291,21 +291,39 @@ class Executor2300(QuantumExecutor):
                 transient=True,
             )
 
-    async def _start(self, payload: _Payload) -> tuple[_Running, tuple[str, ...]]:
+    async def _lock_2300(self, conn: _Connection, session_id: str) -> None:
+        """Wait until 2300 is available, then ``initialize``. A refusal that says "later"
+        (calibrating, locked by another job processor) is retried until ``timeout``."""
         from qfleet.protocols.p2300.client import Unavailable
 
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            if conn.listener is not None:
+                try:
+                    await conn.listener.wait_available(max(deadline - loop.time(), 0.0))
+                except Unavailable as exc:
+                    raise self._error(exc, "waiting for 2300") from exc
+            reply = await self._request(conn, "initialize", session_id)
+            if reply.ok:
+                return
+            transient = _is_transient(reply.error_msg)
+            if not transient or loop.time() >= deadline:
+                raise ExecutorError(
+                    f"2300 refused initialize: {reply.error_msg}",
+                    executor=self.label,
+                    transient=transient,
+                )
+            await asyncio.sleep(min(0.1, max(deadline - loop.time(), 0.0)))
+
+    async def _start(self, payload: _Payload) -> tuple[_Running, tuple[str, ...]]:
         conn = self._connection()
         lock = _batch_lock(self.address)
         await lock.acquire()
         running = _Running()
         session_id = str(uuid.uuid4())
         try:
-            if conn.listener is not None:
-                try:
-                    await conn.listener.wait_available(self.timeout)
-                except Unavailable as exc:
-                    raise self._error(exc, "waiting for 2300") from exc
-            await self._initialize(conn, session_id)
+            await self._lock_2300(conn, session_id)
         except asyncio.CancelledError:
             # initialize may have reached 2300: unlock it before giving up.
             asyncio.ensure_future(self._terminate(conn, session_id, lock, running, retries=0))
