@@ -157,7 +157,8 @@ with warnings.catch_warnings():
         options: dict[str, Any] = Field(default_factory=dict)
         """Runtime primitive options (SamplerOptions/EstimatorOptions), validated."""
         seed: int | None = None
-        """Simulator seed (options.simulator.seed_simulator) for reproducible local runs."""
+        """Seeds the simulator (options.simulator.seed_simulator) and the transpiler, for
+        reproducible runs."""
         primitives: Literal["v2", "executor"] = "v2"
         """Primitive API: "v2" (SamplerV2/EstimatorV2, deprecated in 0.50 but what the
         Runtime REST API runs) or "executor" (the client-side executor_sampler/estimator)."""
@@ -434,7 +435,7 @@ with warnings.catch_warnings():
             options = self._primitive_options()
             circuits = [pub.circuit for pub in batch.pubs]
             if self.local_transpile:
-                pm = reg.pass_manager(account, self.backend, self.optimization_level)
+                pm = reg.pass_manager(account, self.backend, self.optimization_level, self.seed)
                 circuits = pm.run(circuits, num_processes=1)
             if batch.kind == "sampler":
                 pubs = [(c, None, p.shots) for c, p in zip(circuits, batch.pubs)]
@@ -499,9 +500,11 @@ with warnings.catch_warnings():
             from qfleet.executors.ibm_runtime import estimator_values, sampler_samples
 
             job_id = str(sdk_job.job_id())
-            delay = 0.002 if local else 0.05
+            delay = 0.05
             try:
-                while not await asyncio.to_thread(sdk_job.in_final_state):
+                # Local jobs run in this process: wait for them in a thread, no polling delay.
+                # Remote jobs: poll without holding a thread, backing off to poll_interval.
+                while not local and not await asyncio.to_thread(sdk_job.in_final_state):
                     await asyncio.sleep(delay)
                     delay = min(delay * 1.5, self.poll_interval)
 

@@ -198,15 +198,18 @@ class Registry:
         if opened is not None:
             _close_quietly(opened)
 
-    def pass_manager(self, account: Account | None, backend_name: str, level: int):
-        key = (account, backend_name, level)
+    def pass_manager(self, account: Account | None, backend_name: str, level: int,
+                     seed: int | None = None):
+        key = (account, backend_name, level, seed)
         with self.lock:
             pm = self.pass_managers.get(key)
             if pm is None:
                 from qiskit.transpiler import generate_preset_pass_manager
 
                 pm = generate_preset_pass_manager(
-                    optimization_level=level, backend=self.backend(account, backend_name)
+                    optimization_level=level,
+                    backend=self.backend(account, backend_name),
+                    seed_transpiler=seed,
                 )
                 self.pass_managers[key] = pm
             return pm
