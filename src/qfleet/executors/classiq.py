@@ -1,0 +1,433 @@
+"""ClassiqExecutor: runs tapes on Classiq's execution service through the classiq SDK.
+
+Each circuit goes to the SDK's ``ExecutionSession`` as OpenQASM 2 (DESIGN.md "Classiq"):
+
+- tapes with shots are split into computational-basis circuits
+  (:func:`qfleet.circuits.sampling_tapes`) and sampled (``submit_sample``); Classiq's counts
+  come back through the shared counts -> PennyLane post-processing;
+- tapes without shots (exact) may only measure ``expval`` of Pauli sums: they are observed
+  on the state vector (``submit_observe(..., estimate=False)``), which Classiq offers on its
+  simulators only (``capabilities.analytic``).
+
+One Classiq job per circuit; their ids are the batch's job ids, so a job in the qfleet job
+store whose process died is re-attached by id (``_attach``) instead of being run again.
+
+The classiq SDK keeps one client per process (host + credentials). The executor points it
+at ``host``/``token`` when they are set (else the SDK's own configuration: ``CLASSIQ_HOST``,
+stored credentials, ``CLASSIQ_XCH_TOKEN``, ...) and serializes its SDK calls on a lock.
+classiq is imported only when a batch runs (extra ``qfleet[classiq]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pennylane as qml
+from pennylane.measurements import Shots
+from pennylane.tape import QuantumScript
+from pydantic import Field, SecretStr, field_validator
+
+from qfleet.circuits.qasm import QASM2_GATES, to_openqasm2
+from qfleet.circuits.results import result_from_counts, sampling_tapes
+from qfleet.errors import ConfigError, ExecutorError, UnsupportedCircuitError
+from qfleet.executors.base import Capabilities, QuantumExecutor
+
+#: Provider names as classiq's ``Provider`` enum spells them, by the short names its
+#: "provider/backend" specifiers use.
+PROVIDERS = {
+    "classiq": "Classiq", "ibm": "IBM Quantum", "azure": "Azure Quantum",
+    "braket": "Amazon Braket", "ionq": "IonQ", "google": "Google", "alice&bob": "Alice & Bob",
+    "oqc": "OQC", "intel": "Intel", "aqt": "AQT", "cineca": "CINECA", "jhpc": "JHPC",
+    "c12": "C12", "quantum_art": "Quantum Art", "iqm": "IQM",
+}
+SIMULATORS = {"simulator", "simulator_statevector", "nvidia_simulator", "nvidia_simulator_statevector"}
+
+Transpilation = Literal["none", "decompose", "auto optimize", "light", "medium", "intensive", "custom"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Circuit:
+    qasm: str
+    kind: str  # "sample" | "observe"
+    shots: int | None = None
+    observables: tuple = ()  # per measurement: ((coefficient, ((index, "X"), ...)), ...)
+    num_qubits: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Payload:
+    circuits: tuple[_Circuit, ...]
+    plan: tuple[int, ...]  # circuits per tape
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    ids: tuple[str, ...]
+    payload: _Payload
+
+
+# -- the SDK's process-wide client --------------------------------------------------------
+
+_sdk_lock = threading.RLock()
+_installed: tuple[str | None, str | None] | None = None
+
+
+def _use_client(host: str | None, token: str | None) -> None:
+    """Point the classiq SDK's client at ``host`` with ``token`` (call under _sdk_lock)."""
+    global _installed
+    from classiq._internals import client as client_module
+
+    key = (host, token)
+    if _installed == key and client_module.DEFAULT_CLIENT is not None:
+        return
+    if host is None and token is None:
+        if _installed is not None:
+            client_module.DEFAULT_CLIENT = None  # back to the SDK's own configuration
+        client_module.client()
+        _installed = key
+        return
+    from classiq._internals import config as config_module
+    from classiq._internals.authentication import password_manager, token_manager
+    from classiq.interface.exceptions import ClassiqAuthenticationError
+
+    base = config_module.init([])
+    conf = config_module.Configuration(
+        host=host or str(base.host), ide=base.ide, should_check_host=base.should_check_host,
+        mode=base.mode, text_only=base.text_only, auth=base.auth,
+    )
+    client = client_module.Client(conf)
+    if token is not None:
+
+        class _Token(password_manager.PasswordManager):
+            has_refresh_token = False
+
+            def _get(self, key: str) -> str | None:
+                return token if key == self._settings.ACCESS_TOKEN_KEY else None
+
+            def _set(self, key: str, value: str | None) -> None:
+                pass
+
+            def _clear(self, key: str) -> None:
+                pass
+
+            @staticmethod
+            def is_supported() -> bool:
+                return True
+
+        class _Manager(token_manager.TokenManager):
+            async def update_expired_access_token(self) -> None:
+                raise ClassiqAuthenticationError(
+                    "the Classiq token given to ClassiqExecutor expired; give it a new one"
+                )
+
+        client._token_manager = _Manager(config=conf, password_manager=_Token())
+    client_module.set_client(client)
+    if conf.should_check_host:
+        client.check_host()
+    _installed = key
+
+
+class ClassiqExecutor(QuantumExecutor):
+    """Runs tapes on Classiq's execution service (simulators and the hardware Classiq
+    reaches) through the classiq SDK.
+
+    Example:
+        >>> ex = ClassiqExecutor(backend_preferences="classiq/simulator", num_shots=2000)
+        >>> ex.run_circuit_sync(QuantumScript([qml.RX(0.5, 0)], [qml.probs(wires=0)]))
+    """
+
+    backend_preferences: dict[str, Any] = Field(
+        default_factory=lambda: {"backend_service_provider": "Classiq", "backend_name": "simulator"}
+    )
+    """Classiq backend preferences (provider, backend name, provider options), or a
+    "provider/backend" string such as "classiq/simulator" or "ibm/ibm_torino"."""
+    num_shots: int | None = Field(default=None, gt=0)
+    """Shots for tapes that have none (Classiq's ExecutionPreferences.num_shots). None: such
+    tapes run exactly (expval only, Classiq simulators only)."""
+    token: SecretStr | None = None
+    """A Classiq access token; None: the SDK's own credentials."""
+    host: str | None = None
+    """Classiq's API URL; None: the SDK's (``CLASSIQ_HOST`` or its default)."""
+    random_seed: int | None = None
+    transpile_to_hardware: Transpilation | None = None
+    poll_interval: float = Field(default=1.0, gt=0)
+    """Longest wait between two status polls (it starts at 0.05 s and grows)."""
+
+    backend_kind = "classiq"
+
+    @field_validator("backend_preferences", mode="before")
+    @classmethod
+    def _from_specifier(cls, value: Any) -> Any:
+        if hasattr(value, "model_dump"):  # a classiq BackendPreferences object
+            return value.model_dump(mode="json")
+        if isinstance(value, str):
+            provider, sep, name = value.partition("/")
+            if not sep:
+                provider, name = "classiq", value
+            canonical = PROVIDERS.get(provider.strip().lower())
+            if canonical is None:
+                raise ValueError(
+                    f"unknown provider {provider!r} in {value!r}; use one of {sorted(PROVIDERS)}"
+                )
+            return {"backend_service_provider": canonical, "backend_name": name.strip()}
+        return value
+
+    @field_validator("backend_preferences")
+    @classmethod
+    def _has_provider(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "backend_service_provider" not in value or "backend_name" not in value:
+            raise ValueError(
+                "backend_preferences needs backend_service_provider and backend_name "
+                "(or a 'provider/backend' string)"
+            )
+        return value
+
+    @property
+    def _provider(self) -> str:
+        return str(self.backend_preferences["backend_service_provider"])
+
+    @property
+    def _backend_name(self) -> str:
+        return str(self.backend_preferences["backend_name"])
+
+    @property
+    def backend(self) -> str:
+        return f"classiq:{self._provider}/{self._backend_name}"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        exact = self._provider == "Classiq" and self._backend_name in SIMULATORS
+        return Capabilities(analytic=exact, measurements=frozenset({"expval", "var", "probs", "counts"}))
+
+    # -- caller's thread -----------------------------------------------------------------
+
+    def with_shots(self, tapes: Sequence[QuantumScript]) -> tuple[QuantumScript, ...]:
+        tapes = super().with_shots(tapes)
+        if self.num_shots is None:
+            return tapes
+        shots = Shots(self.num_shots)
+        return tuple(t if t.shots else t.copy(shots=shots) for t in tapes)
+
+    def check(self, tapes: Sequence[QuantumScript]) -> None:
+        super().check(tapes)
+        for tape in tapes:
+            if tape.shots:
+                continue
+            bad = [m for m in tape.measurements if not isinstance(m, qml.measurements.ExpectationMP)]
+            if bad:
+                raise UnsupportedCircuitError(
+                    f"{self.label} computes only expval exactly (Classiq's statevector "
+                    f"observe); {bad[0]} needs shots: set shots on the QNode or num_shots"
+                )
+
+    def translate(self, tapes: tuple[QuantumScript, ...]) -> _Payload:
+        circuits: list[_Circuit] = []
+        plan: list[int] = []
+        for tape in tapes:
+            if tape.shots:
+                split, _ = sampling_tapes([tape])
+                for sub in split:
+                    circuits.append(_Circuit(to_openqasm2(sub), "sample", sub.shots.total_shots))
+                plan.append(len(split))
+            else:
+                observables = tuple(_pauli_terms(m.obs, tape.wires) for m in tape.measurements)
+                circuits.append(
+                    _Circuit(_unmeasured_qasm(tape), "observe", None, observables, len(tape.wires))
+                )
+                plan.append(1)
+        return _Payload(tuple(circuits), tuple(plan))
+
+    def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
+        results = []
+        for tape, entries in zip(tapes, raw):
+            if tape.shots:
+                split, recombine = sampling_tapes([tape])
+                parts = [result_from_counts(sub, counts) for sub, counts in zip(split, entries)]
+                results.append(recombine(parts)[0])
+            else:
+                values = [float(v) for v in entries]
+                results.append(values[0] if len(values) == 1 else tuple(values))
+        return results
+
+    # -- event loop (SDK calls run in worker threads) ------------------------------------
+
+    def _sdk(self):
+        executor = self
+
+        class _Context:
+            def __enter__(self):
+                _sdk_lock.acquire()
+                try:
+                    token = executor.token.get_secret_value() if executor.token else None
+                    _use_client(executor.host, token)
+                except BaseException:
+                    _sdk_lock.release()
+                    raise
+                return self
+
+            def __exit__(self, *exc):
+                _sdk_lock.release()
+
+        return _Context()
+
+    def _preferences(self, shots: int | None):
+        from classiq.interface.executor.execution_preferences import ExecutionPreferences
+
+        data: dict[str, Any] = {"backend_preferences": dict(self.backend_preferences)}
+        if shots is not None:
+            data["num_shots"] = shots
+        if self.random_seed is not None:
+            data["random_seed"] = self.random_seed
+        if self.transpile_to_hardware is not None:
+            data["transpile_to_hardware"] = self.transpile_to_hardware
+        try:
+            return ExecutionPreferences.model_validate(data)
+        except Exception as exc:  # pydantic ValidationError
+            raise ConfigError(f"{self.label}: invalid Classiq execution preferences: {exc}") from exc
+
+    def _submit_all(self, payload: _Payload) -> tuple[str, ...]:
+        from classiq import ExecutionSession
+
+        ids: list[str] = []
+        try:
+            with self._sdk():
+                for circuit in payload.circuits:
+                    preferences = self._preferences(circuit.shots)
+                    with ExecutionSession(circuit.qasm, execution_preferences=preferences,
+                                          provider_session=False) as session:
+                        if circuit.kind == "sample":
+                            job = session.submit_sample()
+                        else:
+                            observables = [
+                                _classiq_observable(o, circuit.num_qubits) for o in circuit.observables
+                            ]
+                            job = session.submit_observe(
+                                observables if len(observables) > 1 else observables[0],
+                                estimate=False,
+                            )
+                    ids.append(job.id)
+        except BaseException:
+            if ids:
+                self._cancel_ids(ids)
+            raise
+        return tuple(ids)
+
+    async def _start(self, payload: _Payload) -> tuple[_Job, tuple[str, ...]]:
+        ids = await asyncio.to_thread(self._submit_all, payload)
+        return _Job(ids, payload), ids
+
+    def _attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
+        """The job for backend ids from an earlier submission of the same tapes."""
+        if len(job_ids) != len(payload.circuits):
+            raise ExecutorError(
+                f"{len(job_ids)} Classiq job ids for {len(payload.circuits)} circuits",
+                executor=self.label,
+            )
+        return _Job(tuple(job_ids), payload)
+
+    def _statuses(self, ids: Sequence[str]) -> list[str]:
+        from classiq import ExecutionJob
+
+        with self._sdk():
+            return [str(ExecutionJob.from_id(i).status) for i in ids]
+
+    def _fetch(self, job: _Job) -> list[list[Any]]:
+        from classiq import ExecutionJob
+
+        outputs: list[Any] = []
+        with self._sdk():
+            for job_id, circuit in zip(job.ids, job.payload.circuits):
+                remote = ExecutionJob.from_id(job_id)
+                status = str(remote.status)
+                if status == "FAILED":
+                    raise ExecutorError(f"Classiq job {job_id} failed: {remote.error}", executor=self.label)
+                if status == "CANCELLED":
+                    raise ExecutorError(f"Classiq job {job_id} was cancelled", executor=self.label)
+                if circuit.kind == "sample":
+                    details = remote.get_sample_result()
+                    counts = details.counts_by_qubit_order(lsb_right=False)
+                    outputs.append({str(k): int(v) for k, v in counts.items()})
+                elif len(circuit.observables) > 1:
+                    outputs.append([r.value for r in remote.get_batch_estimate_result()])
+                else:
+                    outputs.append([remote.get_estimate_result().value])
+        grouped, position = [], 0
+        for count in job.payload.plan:
+            chunk = outputs[position : position + count]
+            grouped.append(chunk if job.payload.circuits[position].kind == "sample" else chunk[0])
+            position += count
+        return grouped
+
+    async def _collect(self, job: _Job) -> list[list[Any]]:
+        delay = 0.05
+        pending = list(job.ids)
+        while pending:
+            statuses = await asyncio.to_thread(self._statuses, pending)
+            pending = [i for i, s in zip(pending, statuses) if s not in {"COMPLETED", "FAILED", "CANCELLED"}]
+            if pending:
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, self.poll_interval)
+        return await asyncio.to_thread(self._fetch, job)
+
+    def _cancel_ids(self, ids: Sequence[str]) -> None:
+        from classiq import ExecutionJob
+
+        with self._sdk():
+            for job_id in ids:
+                try:
+                    remote = ExecutionJob.from_id(job_id)
+                    if not remote.status.is_final():
+                        remote.cancel()
+                except Exception:  # noqa: BLE001 - best effort
+                    pass
+
+    async def _cancel(self, job: _Job) -> None:
+        await asyncio.to_thread(self._cancel_ids, job.ids)
+
+
+def _pauli_terms(observable: Any, wires: Any) -> tuple:
+    """((coefficient, ((index, "X"|"Y"|"Z"), ...)), ...) with index = position in ``wires``."""
+    try:
+        sentence = qml.pauli.pauli_sentence(observable)
+    except Exception as exc:  # noqa: BLE001 - PennyLane raises several types
+        raise UnsupportedCircuitError(
+            f"{observable} is not a sum of Pauli words; Classiq's exact observe needs one "
+            f"(or run with shots)"
+        ) from exc
+    position = {w: i for i, w in enumerate(wires)}
+    terms = []
+    for word, coeff in sentence.items():
+        coeff = complex(coeff)
+        if abs(coeff.imag) > 1e-12:
+            raise UnsupportedCircuitError(f"{observable} has a complex coefficient; it must be Hermitian")
+        terms.append((coeff.real, tuple(sorted((position[w], p) for w, p in word.items()))))
+    return tuple(terms)
+
+
+def _classiq_observable(terms: tuple, num_qubits: int) -> Any:
+    from classiq.qmod.builtins.enums import Pauli
+    from classiq.qmod.builtins.structs import IndexedPauli, SparsePauliOp, SparsePauliTerm
+
+    num_qubits = max(num_qubits, 1 + max((i for _, word in terms for i, _ in word), default=0))
+    built = []
+    for coeff, word in terms:
+        paulis = [IndexedPauli(pauli=getattr(Pauli, p), index=i) for i, p in word] or [
+            IndexedPauli(pauli=Pauli.I, index=0)
+        ]
+        built.append(SparsePauliTerm(paulis=paulis, coefficient=coeff))
+    return SparsePauliOp(terms=built, num_qubits=num_qubits)
+
+
+def _unmeasured_qasm(tape: QuantumScript) -> str:
+    """OpenQASM 2 of the tape's operations, no measurements (qubit i = tape.wires[i])."""
+    [decomposed], _ = qml.transforms.decompose(
+        QuantumScript(tape.operations), gate_set=QASM2_GATES | {"GlobalPhase"}
+    )
+    operations = [op for op in decomposed.operations if not isinstance(op, qml.GlobalPhase)]
+    return qml.to_openqasm(
+        QuantumScript(operations), wires=tape.wires, rotations=False, measure_all=False
+    )

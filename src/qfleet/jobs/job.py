@@ -1,0 +1,819 @@
+"""ExecutionJob: a durable job that outlives the process that submitted it.
+
+A job runs on its executor through the process's background dispatcher (the same path as
+``executor.run_later``): tapes are prepared on the caller's thread, submitted and collected
+on the loop; the backend's raw output is finished into results on a worker thread (with
+PennyLane's recording contexts made per thread) and written to the job store with the
+final status, so results outlive the process even if nobody asked for them.
+
+Ownership: the submitting process owns a job (host, pid, process start time) until it is
+final. When a process exits with jobs in flight it releases them; when it dies (``kill -9``)
+its jobs stay owned by a dead process. Either way, the next ``poll``/``result`` from any
+process takes the job over: it re-attaches by backend job id where the executor can
+(``_attach``, e.g. Classiq), else re-runs the stored circuits on a rebuilt executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import enum
+import json
+import os
+import pickle
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from qfleet.errors import QFleetError
+from qfleet.jobs.store import FINAL, JobStore, Owner
+
+# -- errors -------------------------------------------------------------------------------
+
+
+class JobError(QFleetError):
+    """Base class of job errors."""
+
+
+class JobNotFoundError(JobError, LookupError):
+    """No job with this id in the job store."""
+
+
+class JobNotFinishedError(JobError, TimeoutError):
+    """``result(timeout_sec)`` ran out of time (``timeout_sec=0``: the job was not finished
+    at the single poll). The job goes on; ask again later."""
+
+
+class JobFailedError(JobError):
+    """The job failed; the message carries the backend's or qfleet's error."""
+
+
+class JobCancelledError(JobError):
+    """The job was cancelled, so it has no results."""
+
+
+class JobAlreadyFinishedError(JobError):
+    """``cancel()`` on a job that already completed, failed or was cancelled."""
+
+
+class ResultKindError(JobError, TypeError):
+    """``get_sample_result`` on an estimate job (or the reverse), or the single-result getter
+    on a batch job."""
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    def is_final(self) -> bool:
+        return self.value in FINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedResult:
+    """One saved result of a job, as in Classiq: ``name``, ``value``, ``value_type``."""
+
+    name: str
+    value: Any
+    value_type: str
+
+
+class SampleResult:
+    """Counts of one sampled parameter set; ``.dataframe`` is a pandas table with columns
+    ``bitstring``, ``counts``, ``probability`` (most frequent first).
+
+    Bitstrings are written as the program's language writes them: OpenQASM/qiskit programs
+    classical bit 0 rightmost; PennyLane programs first wire first.
+    """
+
+    def __init__(self, counts: dict[str, int], num_shots: int, parameters: dict[str, Any]):
+        self.counts = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        self.num_shots = num_shots
+        self.parameters = parameters
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        return {b: c / self.num_shots for b, c in self.counts.items()}
+
+    @property
+    def dataframe(self):
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "bitstring": list(self.counts),
+                "counts": list(self.counts.values()),
+                "probability": [c / self.num_shots for c in self.counts.values()],
+            }
+        )
+
+    def probability(self, bitstring: str) -> float:
+        return self.counts.get(bitstring, 0) / self.num_shots
+
+    def __repr__(self) -> str:
+        shown = dict(list(self.counts.items())[:8])
+        more = ", ..." if len(self.counts) > 8 else ""
+        return f"SampleResult(counts={shown}{more}, num_shots={self.num_shots})"
+
+
+class EstimationResult:
+    """An expectation value; ``num_shots`` is None when it was computed exactly."""
+
+    def __init__(self, value: float, num_shots: int | None, parameters: dict[str, Any]):
+        self.value = float(value)
+        self.num_shots = num_shots
+        self.parameters = parameters
+
+    def __float__(self) -> float:
+        return self.value
+
+    def __repr__(self) -> str:
+        how = "exact" if self.num_shots is None else f"{self.num_shots} shots"
+        return f"EstimationResult(value={self.value!r}, {how})"
+
+
+# -- this process as an owner -------------------------------------------------------------
+
+_HEARTBEAT_S = 2.0
+_STALE_S = 60.0
+"""An owner on another host is presumed dead after this long without a heartbeat."""
+
+
+def _process_start(pid: int) -> str | None:
+    """A token that changes when ``pid`` is reused: the process's start time."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read().decode(errors="replace")
+        return data[data.rindex(")") + 2 :].split()[19]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return repr(psutil.Process(pid).create_time())
+    except Exception:  # noqa: BLE001 - psutil missing or process gone
+        return None
+
+
+def _process_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read().decode(errors="replace")
+        return data[data.rindex(")") + 2 :].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_me: tuple[int, Owner] | None = None
+
+
+def current_owner() -> Owner:
+    global _me
+    pid = os.getpid()
+    if _me is None or _me[0] != pid:
+        _me = (pid, (socket.gethostname(), pid, _process_start(pid)))
+    return _me[1]
+
+
+def owner_alive(host: str | None, pid: int | None, started: str | None,
+                heartbeat: float | None) -> bool:
+    """Whether the process that owns a job is still there."""
+    if pid is None:
+        return False  # released at exit
+    if host != socket.gethostname():
+        return heartbeat is not None and time.time() - heartbeat < _STALE_S
+    if (host, pid, started) == current_owner():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return False
+    if _process_state(pid) in {"Z", "X"}:
+        return False
+    if started is not None:
+        now = _process_start(pid)
+        if now is not None and now != started:
+            return False  # the pid was reused
+    return True
+
+
+# -- in-flight jobs of this process -------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Run:
+    future: concurrent.futures.Future
+    prepared: Any
+    store: JobStore
+
+
+_running: dict[str, _Run] = {}
+_running_lock = threading.Lock()
+_exiting = False
+
+
+def _forget_after_fork() -> None:
+    global _running, _running_lock, _me
+    _running = {}
+    _running_lock = threading.Lock()
+    _me = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _release_at_exit() -> None:
+    """Hand unfinished jobs back (owner cleared) so the next process takes them over at
+    once instead of waiting to find this process dead."""
+    global _exiting
+    _exiting = True
+    with _running_lock:
+        items = list(_running.items())
+    if not items:
+        return
+    owner = current_owner()
+    for job_id, run in items:
+        if run.future.done():
+            continue
+        with contextlib.suppress(Exception):
+            run.store.update(
+                job_id,
+                {"owner_host": None, "owner_pid": None, "owner_started": None},
+                active_only=True,
+                owner=owner,
+            )
+
+
+# threading's exit hooks run before concurrent.futures stops its workers (which the
+# dispatcher needs for the store); atexit would run after.
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_release_at_exit)
+else:  # pragma: no cover
+    import atexit
+
+    atexit.register(_release_at_exit)
+
+
+def _active_run(job_id: str) -> _Run | None:
+    with _running_lock:
+        run = _running.get(job_id)
+    return run
+
+
+# -- executor specs (configuration without secrets) ---------------------------------------
+
+
+def _is_secret(cls: type, name: str, value: Any) -> bool:
+    from pydantic import SecretStr
+
+    if isinstance(value, SecretStr):
+        return True
+    field = cls.model_fields.get(name)
+    return field is not None and "SecretStr" in str(field.annotation)
+
+
+def executor_spec(executor: Any) -> dict[str, Any]:
+    """JSON-able configuration of ``executor``: its class and the fields that were set,
+    without secrets (tokens come back from the config file or environment on rebuild) and
+    without values that cannot be written as JSON (callable selectors: default again)."""
+    from qfleet.executors.base import QuantumExecutor
+
+    cls = type(executor)
+    fields: dict[str, Any] = {}
+    for name in sorted(executor.model_fields_set):
+        value = getattr(executor, name)
+        if _is_secret(cls, name, value):
+            continue
+        try:
+            fields[name] = _jsonable(value, QuantumExecutor)
+        except TypeError:
+            continue
+    return {"class": f"{cls.__module__}:{cls.__qualname__}", "fields": fields}
+
+
+def _jsonable(value: Any, executor_type: type) -> Any:
+    if isinstance(value, executor_type):
+        return {"__executor__": executor_spec(value)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, executor_type) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, executor_type) for k, v in value.items()}
+    if isinstance(value, frozenset | set):
+        return sorted(_jsonable(v, executor_type) for v in value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
+def executor_from_spec(spec: dict[str, Any]) -> Any:
+    """Rebuild an executor written by :func:`executor_spec`."""
+    import importlib
+
+    module, _, qualname = spec["class"].partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise JobError(
+            f"cannot rebuild executor {spec['class']} (is its extra installed?): {exc}"
+        ) from exc
+
+    def restore(value: Any) -> Any:
+        if isinstance(value, dict) and "__executor__" in value:
+            return executor_from_spec(value["__executor__"])
+        if isinstance(value, list):
+            return [restore(v) for v in value]
+        if isinstance(value, dict):
+            return {k: restore(v) for k, v in value.items()}
+        return value
+
+    return obj(**{k: restore(v) for k, v in spec["fields"].items()})
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, complex):
+        return [value.real, value.imag]
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default)
+
+
+# -- the loop side ------------------------------------------------------------------------
+
+
+def results_from_values(kind: str, parameters: list[dict[str, Any]], layout: list[dict[str, Any]],
+                        values: Any) -> dict[str, Any]:
+    """PennyLane results (one per parameter set) -> the JSON results a job row keeps."""
+    from qfleet.circuits.programs import BoundCircuit
+
+    items = []
+    for params, value, lay in zip(parameters, values, layout, strict=True):
+        if kind == "sample":
+            circuit = BoundCircuit([], None, None, lay["num_bits"], tuple(lay["positions"]), lay["order"])
+            counts: dict[str, int] = {}
+            for bits, count in dict(value).items():
+                key = circuit.bitstring(str(bits))
+                counts[key] = counts.get(key, 0) + int(count)
+            items.append({"parameters": params, "counts": counts, "num_shots": sum(counts.values())})
+        else:
+            items.append({"parameters": params, "value": float(value), "num_shots": lay.get("shots")})
+    return {"kind": kind, "items": items}
+
+
+def _finish(prepared: Any, raw: Any, kind: str, parameters: list, layout: list) -> str:
+    # Worker thread: PennyLane's recording contexts are per thread (see launch).
+    values = prepared.complete(raw)
+    return dumps(results_from_values(kind, parameters, layout, values))
+
+
+async def _drive(store: JobStore, job_id: str, owner: Owner, prepared: Any, post: tuple,
+                 handle: Any = None) -> None:
+    """Submit (unless re-attached with ``handle``), wait, finish, write results. Loop thread."""
+    executor = prepared.executor
+    try:
+        if handle is None:
+            handle = await executor.submit_prepared(prepared)
+            await asyncio.to_thread(
+                store.update,
+                job_id,
+                {"status": "RUNNING", "started_at": time.time(),
+                 "backend_job_ids": dumps(list(handle.job_ids))},
+                active_only=True,
+                owner=owner,
+            )
+        task = asyncio.ensure_future(executor._collect_raw(handle))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=_HEARTBEAT_S)
+                if done:
+                    break
+                still_mine = await asyncio.to_thread(
+                    store.update, job_id, {"heartbeat": time.time()}, active_only=True,
+                    owner=owner, where="cancel_requested = 0",
+                )
+                if not still_mine:  # cancelled or taken over elsewhere
+                    raise asyncio.CancelledError
+        except asyncio.CancelledError:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise
+        raw = task.result()
+        results = await asyncio.to_thread(_finish, prepared, raw, *post)
+        metadata = raw.metadata.model_dump(mode="json") if hasattr(raw, "metadata") else None
+        await asyncio.to_thread(
+            store.update,
+            job_id,
+            {"status": "COMPLETED", "ended_at": time.time(), "results": results,
+             "run_metadata": dumps(metadata)},
+            active_only=True,
+            owner=owner,
+        )
+    except asyncio.CancelledError:
+        if not _exiting:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.to_thread(
+                    store.update, job_id, {"status": "CANCELLED", "ended_at": time.time()},
+                    active_only=True, owner=owner,
+                ))
+        raise
+    except BaseException as exc:
+        if not _exiting:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(
+                    store.update,
+                    job_id,
+                    {"status": "FAILED", "ended_at": time.time(),
+                     "error": f"{type(exc).__name__}: {exc}"},
+                    active_only=True,
+                    owner=owner,
+                )
+        raise
+
+
+def launch(store: JobStore, job_id: str, prepared: Any, post: tuple, handle: Any = None) -> _Run:
+    """Start driving a prepared job on the background loop (caller's thread).
+
+    ``post`` = (kind, parameters, layout) for :func:`results_from_values`. The raw output
+    is finished into results on a worker thread as soon as it arrives, so the job store
+    holds results even if nobody asks for them before this process exits; PennyLane's
+    recording contexts are made per thread first (``make_queuing_thread_safe``), as the
+    cluster does when it prepares batches off the caller's thread.
+    """
+    from qfleet.runtime import get_dispatcher
+    from qfleet.runtime.queuing import make_queuing_thread_safe
+
+    make_queuing_thread_safe()
+    owner = current_owner()
+    future = get_dispatcher().submit(_drive(store, job_id, owner, prepared, post, handle))
+    run = _Run(future, prepared, store)
+    with _running_lock:
+        _running[job_id] = run
+
+    def forget(_):
+        with _running_lock:
+            if _running.get(job_id) is run:
+                del _running[job_id]
+
+    future.add_done_callback(forget)
+    return run
+
+
+# -- ExecutionJob -------------------------------------------------------------------------
+
+
+def _ts(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=timezone.utc) if value is not None else None
+
+
+class ExecutionJob:
+    """A job in the durable job store.
+
+    Example:
+        >>> job = session.submit_sample({"t": 0.5})
+        >>> same = ExecutionJob.from_id(job.id)       # in any process
+        >>> same.result(timeout_sec=30)[0].value.dataframe
+    """
+
+    def __init__(self, row: dict[str, Any], store: JobStore):
+        self._row = row
+        self._store = store
+
+    # -- lookup --------------------------------------------------------------------------
+
+    @classmethod
+    def from_id(cls, id: str, *, store: JobStore | None = None) -> ExecutionJob:  # noqa: A002
+        """The job ``id``; raises JobNotFoundError if the job store has none."""
+        store = store or JobStore.default()
+        if not isinstance(id, str) or not id:
+            raise JobNotFoundError(f"a job id is a non-empty string, got {id!r}")
+        row = store.get(id)
+        if row is None:
+            raise JobNotFoundError(
+                f"no job {id!r} in the job store {store.path}; list jobs with "
+                f"qf.get_execution_jobs() or `qfleet jobs list`"
+            )
+        return cls(row, store)
+
+    def _refresh(self) -> dict[str, Any]:
+        row = self._store.get(self.id)
+        if row is None:
+            raise JobNotFoundError(f"job {self.id!r} is no longer in the job store {self._store.path}")
+        self._row = row
+        return row
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._row["id"]
+
+    @property
+    def name(self) -> str | None:
+        return self._row.get("name")
+
+    @property
+    def kind(self) -> str:
+        """"sample" or "estimate"."""
+        return self._row["kind"]
+
+    @property
+    def status(self) -> JobStatus:
+        """The current status (read from the job store)."""
+        with contextlib.suppress(JobNotFoundError):
+            self._refresh()
+        return JobStatus(self._row["status"])
+
+    @property
+    def start_time(self) -> datetime:
+        return _ts(self._row["created_at"])
+
+    created_at = start_time
+
+    @property
+    def end_time(self) -> datetime | None:
+        return _ts(self._row.get("ended_at"))
+
+    @property
+    def backend(self) -> str | None:
+        return self._row.get("backend")
+
+    backend_name = backend
+
+    @property
+    def num_shots(self) -> int | None:
+        return self._row.get("num_shots")
+
+    @property
+    def error(self) -> str | None:
+        return self._row.get("error")
+
+    @property
+    def parameters(self) -> list[dict[str, Any]]:
+        return json.loads(self._row["parameters"]) if "parameters" in self._row else []
+
+    @property
+    def is_batch(self) -> bool:
+        return bool(self._row.get("batch"))
+
+    @property
+    def backend_job_ids(self) -> list[str]:
+        return json.loads(self._row.get("backend_job_ids") or "[]")
+
+    @property
+    def program(self) -> str | None:
+        if "program" not in self._row:
+            self._refresh()
+        return self._row.get("program")
+
+    @property
+    def attempts(self) -> int:
+        return int(self._row.get("attempts") or 1)
+
+    def __repr__(self) -> str:
+        name = f"name={self.name!r}, " if self.name else ""
+        return f"ExecutionJob({name}id={self.id!r}, status={self._row['status']})"
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def poll(self, timeout_sec: float | None = None) -> JobStatus:
+        """Wait until the job is final or ``timeout_sec`` passed (None: no limit; 0: look
+        once) and return its status. Takes over a job whose owner died."""
+        if timeout_sec is not None and timeout_sec < 0:
+            raise ValueError(f"timeout_sec must be >= 0 or None, got {timeout_sec}")
+        deadline = None if timeout_sec is None else time.monotonic() + timeout_sec
+        delay = 0.02
+        while True:
+            row = self._refresh()
+            status = JobStatus(row["status"])
+            if status.is_final():
+                return status
+            run = _active_run(self.id) or self._take_over_if_orphaned(row)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return JobStatus(self._refresh()["status"])
+            if run is not None:
+                wait = 0.5 if remaining is None else min(0.5, remaining)
+                concurrent.futures.wait([run.future], timeout=wait)
+            else:
+                time.sleep(delay if remaining is None else min(delay, remaining))
+                delay = min(delay * 1.5, 0.5)
+
+    def _take_over_if_orphaned(self, row: dict[str, Any]) -> _Run | None:
+        if owner_alive(row["owner_host"], row["owner_pid"], row["owner_started"], row["heartbeat"]):
+            return None
+        previous = (row["owner_host"], row["owner_pid"], row["owner_started"])
+        if not self._store.claim(self.id, previous, current_owner()):
+            return _active_run(self.id)  # someone else took it (or it finished)
+        self._refresh()
+        try:
+            return self._restart()
+        except Exception as exc:
+            self._store.update(
+                self.id,
+                {"status": "FAILED", "ended_at": time.time(),
+                 "error": f"could not resume the job: {type(exc).__name__}: {exc}"},
+                active_only=True,
+                owner=current_owner(),
+            )
+            return None
+
+    def _restart(self) -> _Run:
+        """Re-attach by backend job id where the runner can, else re-run (caller's thread)."""
+        from qfleet.executors.base import BatchHandle
+
+        row = self._row
+        tapes = pickle.loads(row["tapes"])
+        job_ids = json.loads(row["backend_job_ids"] or "[]")
+        runner_spec = json.loads(row["runner"]) if row.get("runner") else None
+        if job_ids and runner_spec is not None:
+            runner = executor_from_spec(runner_spec)
+            attach = getattr(runner, "_attach", None)
+            if attach is not None:
+                prepared = runner.prepare(tapes)
+                handle = BatchHandle(
+                    executor=runner.label,
+                    num_circuits=prepared.num_circuits,
+                    submitted_at=row.get("started_at") or time.time(),
+                    job_ids=tuple(job_ids),
+                    job=attach(prepared.payload, tuple(job_ids)),
+                    started=time.perf_counter(),
+                    prepared=prepared,
+                    owner=runner,
+                )
+                return launch(self._store, self.id, prepared, self._post(), handle)
+        executor = executor_from_spec(json.loads(row["executor"]))
+        prepared = executor.prepare(tapes)
+        self._store.update(
+            self.id,
+            {"status": "QUEUED", "backend_job_ids": "[]",
+             "runner": dumps(executor_spec(prepared.executor))},
+            active_only=True,
+            owner=current_owner(),
+        )
+        return launch(self._store, self.id, prepared, self._post())
+
+    def _post(self) -> tuple:
+        row = self._row
+        return (row["kind"], json.loads(row["parameters"]), json.loads(row["layout"] or "[]"))
+
+    # -- results -------------------------------------------------------------------------
+
+    def result(self, timeout_sec: float | None = None) -> list[SavedResult]:
+        """The job's saved results, waiting up to ``timeout_sec`` (None: as long as it takes).
+
+        ``timeout_sec=0`` polls once. Raises JobNotFinishedError if the job is not finished
+        in time (it goes on), JobFailedError / JobCancelledError for failed / cancelled jobs.
+        """
+        status = self.poll(timeout_sec)
+        if status is JobStatus.COMPLETED:
+            return self._saved_results()
+        if status is JobStatus.FAILED:
+            raise JobFailedError(f"job {self.id} failed: {self.error}")
+        if status is JobStatus.CANCELLED:
+            raise JobCancelledError(f"job {self.id} was cancelled; it has no results")
+        waited = "at one poll" if timeout_sec == 0 else f"after {timeout_sec} s"
+        raise JobNotFinishedError(
+            f"job {self.id} is {status.value} {waited}; call result() again later, or "
+            f"result(timeout_sec=None) to wait until it finishes"
+        )
+
+    def _results_json(self) -> dict[str, Any]:
+        text = self._row.get("results") or self._refresh().get("results")
+        if not text:
+            raise JobFailedError(f"job {self.id} completed without results")
+        return json.loads(text)
+
+    def _saved_results(self) -> list[SavedResult]:
+        data = self._results_json()
+        if data["kind"] == "sample":
+            values = [SampleResult(i["counts"], i["num_shots"], i["parameters"]) for i in data["items"]]
+            if self.is_batch:
+                return [SavedResult("result", values, "MultipleExecutionDetails")]
+            return [SavedResult("result", values[0], "ExecutionDetails")]
+        values = [EstimationResult(i["value"], i["num_shots"], i["parameters"]) for i in data["items"]]
+        if self.is_batch:
+            return [SavedResult("result", values, "EstimationResults")]
+        return [SavedResult("result", values[0], "EstimationResult")]
+
+    def _values(self, kind: str, timeout_sec: float | None) -> list[Any]:
+        if self.kind != kind:
+            other = "get_sample_result" if self.kind == "sample" else "get_estimate_result"
+            raise ResultKindError(f"job {self.id} is a {self.kind} job; use {other}()")
+        value = self.result(timeout_sec)[0].value
+        return value if isinstance(value, list) else [value]
+
+    def get_sample_result(self, timeout_sec: float | None = None) -> SampleResult:
+        """The sample result of a single-parameter-set sample job (waits for it)."""
+        values = self._values("sample", timeout_sec)
+        if self.is_batch:
+            raise ResultKindError(
+                f"job {self.id} sampled {len(values)} parameter sets; use get_batch_sample_result()"
+            )
+        return values[0]
+
+    def get_batch_sample_result(self, timeout_sec: float | None = None) -> list[SampleResult]:
+        return self._values("sample", timeout_sec)
+
+    def get_estimate_result(self, timeout_sec: float | None = None) -> EstimationResult:
+        """The estimate of a single-parameter-set estimate job (waits for it)."""
+        values = self._values("estimate", timeout_sec)
+        if self.is_batch:
+            raise ResultKindError(
+                f"job {self.id} estimated {len(values)} parameter sets; use get_batch_estimate_result()"
+            )
+        return values[0]
+
+    def get_batch_estimate_result(self, timeout_sec: float | None = None) -> list[EstimationResult]:
+        return self._values("estimate", timeout_sec)
+
+    # -- control -------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Cancel the job: its status becomes CANCELLED at once, and the backend work is
+        cancelled (here, or by the owning process within a couple of seconds). Raises
+        JobAlreadyFinishedError if the job already finished."""
+        row = self._refresh()
+        if JobStatus(row["status"]).is_final():
+            raise JobAlreadyFinishedError(
+                f"job {self.id} is already {row['status']}; only queued or running jobs "
+                f"can be cancelled"
+            )
+        changed = self._store.update(
+            self.id,
+            {"status": "CANCELLED", "cancel_requested": 1, "ended_at": time.time()},
+            active_only=True,
+        )
+        if not changed:
+            row = self._refresh()
+            raise JobAlreadyFinishedError(f"job {self.id} finished ({row['status']}) before it could be cancelled")
+        run = _active_run(self.id)
+        if run is not None:
+            run.future.cancel()
+        elif not owner_alive(row["owner_host"], row["owner_pid"], row["owner_started"], row["heartbeat"]):
+            self._cancel_orphaned_backend_jobs(row)
+        self._refresh()
+
+    def _cancel_orphaned_backend_jobs(self, row: dict[str, Any]) -> None:
+        job_ids = json.loads(row["backend_job_ids"] or "[]")
+        if not job_ids or not row.get("runner"):
+            return
+        with contextlib.suppress(Exception):
+            runner = executor_from_spec(json.loads(row["runner"]))
+            attach = getattr(runner, "_attach", None)
+            if attach is None:
+                return
+            from qfleet.runtime import get_dispatcher
+
+            prepared = runner.prepare(pickle.loads(row["tapes"]))
+            get_dispatcher().run(runner._cancel(attach(prepared.payload, tuple(job_ids))), timeout=30)
+
+    def rename(self, name: str) -> None:
+        """Give the job a new name."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"a job name is a non-empty string, got {name!r}")
+        self._store.update(self.id, {"name": name})
+        self._refresh()
+
+
+def get_execution_jobs(offset: int = 0, limit: int = 50) -> list[ExecutionJob]:
+    """Jobs in the job store, newest first (``offset`` jobs skipped, at most ``limit``)."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be an integer >= 0, got {offset!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be an integer >= 0, got {limit!r}")
+    store = JobStore.default()
+    return [ExecutionJob(row, store) for row in store.list(offset, limit)]
+
+
+def new_job_id() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
