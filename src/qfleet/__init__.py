@@ -20,6 +20,13 @@ from qfleet.errors import (
     UnsupportedCircuitError,
 )
 from qfleet.executors import LocalExecutor, QuantumExecutor
+from qfleet.jobs import (
+    ExecutionJob,
+    ExecutionPreferences,
+    ExecutionSession,
+    Pauli,
+    get_execution_jobs,
+)
 from qfleet.pennylane import QElectron, QFleetDevice, QFuture, qelectron
 
 QCluster = QuantumCluster  # Covalent's name
@@ -28,9 +35,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "ExecutionJob",
+    "ExecutionPreferences",
+    "ExecutionSession",
     "ExecutorError",
     "ExecutorTimeoutError",
     "LocalExecutor",
+    "Pauli",
     "QCluster",
     "QElectron",
     "QFleetDevice",
@@ -40,6 +51,7 @@ __all__ = [
     "QuantumExecutor",
     "UnsupportedCircuitError",
     "executor",
+    "get_execution_jobs",
     "load_config",
     "qelectron",
 ]

@@ -15,6 +15,7 @@ from qfleet.executors.base import (
 from qfleet.executors.local import LocalExecutor
 from qfleet.executors.ibm import QiskitExecutor  # qiskit itself is imported lazily
 from qfleet.executors.qutech import Executor2300  # pyzmq is imported lazily
+from qfleet.executors.classiq import ClassiqExecutor  # classiq is imported lazily
 
 Simulator = LocalExecutor
 QCluster = QuantumCluster
@@ -22,13 +23,14 @@ QCluster = QuantumCluster
 
 def executor_classes() -> dict[str, type[QuantumExecutor]]:
     """Executor classes that config sections (``[executors.<Name>]``) may configure."""
-    return {cls.__name__: cls for cls in (LocalExecutor, QiskitExecutor, Executor2300, QuantumCluster)}
+    return {cls.__name__: cls for cls in (LocalExecutor, QiskitExecutor, Executor2300, ClassiqExecutor, QuantumCluster)}
 
 
 __all__ = [
     "BatchHandle",
     "BatchResult",
     "Capabilities",
+    "ClassiqExecutor",
     "Executor2300",
     "LocalExecutor",
     "Prepared",
