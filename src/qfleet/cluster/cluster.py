@@ -168,6 +168,10 @@ class QuantumCluster(QuantumExecutor):
             caps = caps.intersect(executor.capabilities)
         return caps
 
+    def supports_operation(self, op: Any) -> bool:
+        # Any member may get the batch, so every member must run it.
+        return all(executor.supports_operation(op) for executor in self.executors)
+
     @property
     def member_labels(self) -> list[str]:
         """Unique labels: an executor's label, with ``#i`` where labels repeat."""

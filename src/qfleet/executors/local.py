@@ -12,6 +12,7 @@ from typing import Any, Literal, NamedTuple
 
 import pennylane as qml
 from pennylane.devices import ExecutionConfig
+from pennylane.exceptions import DeviceError
 from pennylane.tape import QuantumScript
 from pydantic import Field, field_validator
 
@@ -35,6 +36,11 @@ class _Simulator:
         config, pipeline = self._pipeline(tapes[0])
         batch, postprocess = pipeline(tuple(tapes))
         return tuple(postprocess(self.device.execute(batch, config)))
+
+    def preprocess(self, tapes: Sequence[QuantumScript]) -> tuple:
+        """The simulator's own preprocessing of ``tapes`` (raises DeviceError on what it
+        cannot run)."""
+        return self._pipeline(tapes[0])[1](tuple(tapes))
 
     def _pipeline(self, tape: QuantumScript):
         # The device's config depends on the tape only through shots and mid-circuit
@@ -115,6 +121,14 @@ class LocalExecutor(QuantumExecutor):
     @property
     def backend(self) -> str:
         return self.device
+
+    def supports_operation(self, op: Any) -> bool:
+        # Ask the simulator: run its own preprocessing on a one-operator tape.
+        try:
+            self._simulator().preprocess((QuantumScript([op]),))
+        except DeviceError:
+            return False
+        return True
 
     @property
     def _device_kwargs(self) -> dict[str, Any]:

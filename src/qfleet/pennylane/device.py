@@ -10,10 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pennylane as qml
 from pennylane.devices import Device, ExecutionConfig
-from pennylane.devices.preprocess import validate_device_wires, validate_measurements
-from pennylane.tape import QuantumScript
-from pennylane.transforms.core import CompilePipeline
+from pennylane.devices.preprocess import (
+    null_postprocessing,
+    validate_device_wires,
+    validate_measurements,
+)
+from pennylane.devices.qubit.sampling import get_num_shots_and_executions
+from pennylane.exceptions import DeviceError
+from pennylane.ops import Conditional, MidMeasure, PauliMeasure
+from pennylane.tape import QuantumScript, QuantumScriptBatch
+from pennylane.transforms.core import CompilePipeline, transform
+from pennylane.typing import PostprocessingFn
 
 from qfleet.cluster import QuantumCluster
 from qfleet.config import load_config
@@ -24,11 +33,20 @@ from qfleet.executors.base import SAMPLING_MEASUREMENTS, measurement_kind
 ExecutorsLike = QuantumExecutor | Sequence[QuantumExecutor] | None
 
 
-def as_executor(executors: ExecutorsLike, selector: Any = "cyclic") -> QuantumExecutor:
+def as_executor(
+    executors: ExecutorsLike, selector: Any = "cyclic", seed: int | None = None
+) -> QuantumExecutor:
     """One executor from an executor, a cluster or a list (a list becomes a cluster).
 
-    None means the executors the config file's ``[qfleet]`` section names.
+    None means the executors the config file's ``[qfleet]`` section names; ``seed`` is
+    given to those of them that take one (e.g. LocalExecutor). Executors passed in keep
+    their own seeds.
     """
+    if seed is not None and executors is not None:
+        raise ConfigError(
+            "seed= only applies to the executors the device builds itself; set seed on "
+            "your executors instead (e.g. LocalExecutor(seed=7))"
+        )
     if isinstance(executors, QuantumExecutor):
         return executors
     if executors is None:
@@ -40,7 +58,16 @@ def as_executor(executors: ExecutorsLike, selector: Any = "cyclic") -> QuantumEx
                 f"[qfleet] executors names unknown executor class(es) {missing}; valid: "
                 f"{sorted(classes)}"
             )
-        executors = [classes[name]() for name in general.executors]
+        seeded = {name for name in general.executors if "seed" in classes[name].model_fields}
+        if seed is not None and not seeded:
+            raise ConfigError(
+                f"seed= was given but none of the configured executors "
+                f"{general.executors} takes a seed"
+            )
+        executors = [
+            classes[name](seed=seed) if seed is not None and name in seeded else classes[name]()
+            for name in general.executors
+        ]
         selector = general.selector
     executors = list(executors)
     if len(executors) == 1 and selector == "cyclic":
@@ -48,11 +75,43 @@ def as_executor(executors: ExecutorsLike, selector: Any = "cyclic") -> QuantumEx
     return QuantumCluster(executors=executors, selector=selector)
 
 
+def _needs_backend_support(op: qml.operation.Operator) -> bool:
+    """True for operators no gate set reaches: no matrix and no decomposition.
+
+    Mid-circuit measurements and conditionals are left to PennyLane's MCM handling and
+    the executor.
+    """
+    if isinstance(op, (MidMeasure, PauliMeasure, Conditional)):
+        return False
+    return not (op.has_matrix or op.has_decomposition)
+
+
+@transform
+def validate_operations(
+    tape: QuantumScript, executor: QuantumExecutor, name: str = "qfleet"
+) -> tuple[QuantumScriptBatch, PostprocessingFn]:
+    """Reject, before anything runs, operators the executor can neither run nor decompose.
+
+    Cheap: only matrix-less, decomposition-less operators (state preparations such as
+    QubitDensityMatrix, noise channels) are put to the executor; gates are left to its
+    own preprocessing.
+    """
+    for op in tape.operations:
+        if _needs_backend_support(op) and not executor.supports_operation(op):
+            raise DeviceError(
+                f"Operator {op} not supported on {name} and does not provide a decomposition"
+            )
+    return (tape,), null_postprocessing
+
+
 class QFleetDevice(Device):
     """Runs PennyLane tapes on a qfleet executor or cluster.
 
     It implements no derivatives, so ``diff_method="best"`` resolves to parameter-shift and
     all tapes of one gradient arrive in one ``execute`` call: one batch, one backend job.
+
+    ``seed`` seeds the executors the device builds itself (the config's, by default one
+    LocalExecutor), for reproducible shots: ``qml.device("qfleet.local", wires=2, seed=7)``.
 
     Example:
         >>> dev = QFleetDevice(wires=2, executors=[LocalExecutor(), LocalExecutor()])
@@ -67,9 +126,10 @@ class QFleetDevice(Device):
         shots: Any = None,
         executors: ExecutorsLike = None,
         selector: Any = "cyclic",
+        seed: int | None = None,
     ) -> None:
         super().__init__(wires=wires, shots=shots)
-        self.executor = as_executor(executors, selector)
+        self.executor = as_executor(executors, selector, seed=seed)
         self.last_metadata: RunMetadata | None = None
 
     @property
@@ -86,8 +146,10 @@ class QFleetDevice(Device):
         # prepares the batch, so this only checks what every backend needs.
         caps = self.executor.capabilities
         pipeline = CompilePipeline()
+        name = f"{self.name} ({self.executor.label})"
         if self.wires is not None:
             pipeline.add_transform(validate_device_wires, self.wires, name=self.name)
+        pipeline.add_transform(validate_operations, self.executor, name=name)
         pipeline.add_transform(
             validate_measurements,
             # A shots-only executor still takes analytic tapes when it (or a cluster member)
@@ -95,7 +157,7 @@ class QFleetDevice(Device):
             analytic_measurements=lambda mp: measurement_kind(mp) in caps.measurements
             and (caps.analytic or measurement_kind(mp) in SAMPLING_MEASUREMENTS),
             sample_measurements=lambda mp: measurement_kind(mp) in caps.measurements & SAMPLING_MEASUREMENTS,
-            name=f"{self.name} ({self.executor.label})",
+            name=name,
         )
         return pipeline
 
@@ -106,4 +168,22 @@ class QFleetDevice(Device):
     ) -> tuple:
         results = self.executor.execute(circuits)
         self.last_metadata = results.metadata
+        if self.tracker.active:
+            self._track(circuits, results)
         return tuple(results)
+
+    def _track(self, circuits: Sequence[QuantumScript], results: Sequence[Any]) -> None:
+        # What default.qubit records (less its "simulations"), plus the executor that ran.
+        self.tracker.update(batches=1, executor=results.metadata.executor)
+        self.tracker.record()
+        for circuit, result in zip(circuits, results, strict=True):
+            executions, shots = get_num_shots_and_executions(circuit)
+            extra = {"shots": shots} if circuit.shots else {}
+            self.tracker.update(
+                executions=executions,
+                results=result,
+                resources=circuit.specs["resources"],
+                errors=circuit.specs["errors"],
+                **extra,
+            )
+            self.tracker.record()
