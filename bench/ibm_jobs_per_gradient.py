@@ -87,10 +87,9 @@ def main() -> None:
     parser.add_argument("--no-standin", action="store_true")
     args = parser.parse_args()
 
-    params = pnp.array(
-        [[[0.1 * (i + 1) + 0.05 * j for j in range(2)] for i in range(WIRES)] for _ in range(LAYERS)],
-        requires_grad=True,
-    )
+    angles = [[[0.1 * (i + 1) + 0.05 * j for j in range(2)] for i in range(WIRES)]
+              for _ in range(LAYERS)]
+    params = pnp.array(angles, requires_grad=True)
     assert params.size == NUM_PARAMS
     circuits = shifted_tapes(params)
     print(f"{NUM_PARAMS}-parameter circuit: parameter-shift gradient = {circuits} circuits, "

@@ -95,7 +95,8 @@ def test_runtime_device_needs_a_backend():
 def test_unknown_option_is_named():
     with pytest.raises(ValidationError, match=r"unknown sampler option\(s\) \['colour'\]"):
         QiskitExecutor(options={"colour": "blue"})
-    with pytest.raises(ValidationError, match="optimization_level.*QiskitExecutor\\(optimization_level"):
+    moved = r"optimization_level.*QiskitExecutor\(optimization_level"
+    with pytest.raises(ValidationError, match=moved):
         QiskitExecutor(options={"optimization_level": 3})
     with pytest.raises(ValidationError, match="resilience_level.*device='estimator'"):
         QiskitExecutor(options={"resilience_level": 1})
@@ -286,3 +287,23 @@ def test_estimator_accepts_expval_only():
     tape = QuantumScript([qml.H(0)], [qml.probs(wires=[0])], shots=100)
     with pytest.raises(ValueError, match="cannot return probs"):
         ex.run_circuit_sync(tape)
+
+
+def test_a_qelectron_on_it_cloudpickles_without_the_token():
+    cloudpickle = pytest.importorskip("cloudpickle")
+    import qfleet as qf
+
+    ex = QiskitExecutor(seed=4, token=SECRET, options={"default_shots": 300})
+
+    @qf.qelectron(executors=ex)
+    @qml.qnode(qml.device("default.qubit", wires=1))
+    def circuit(x):
+        qml.RX(x, wires=0)
+        return qml.expval(qml.Z(0))
+
+    circuit(0.2)  # per-process state (dispatcher, simulator) exists now
+    blob = cloudpickle.dumps(circuit)
+    assert SECRET.encode() not in blob
+    clone = cloudpickle.loads(blob)
+    assert clone.executor.token is None and clone.executor.default_shots == 300
+    assert abs(clone(0.2) - np.cos(0.2)) < 5 / np.sqrt(300)

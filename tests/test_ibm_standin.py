@@ -210,6 +210,27 @@ def wait_for(predicate, timeout=30.0):
     return False
 
 
+def test_job_states_seen_by_the_sdk(server):
+    server.control("faults", {"hold_jobs": True, "job_delay": 1.0})
+    ex = server.executor()
+    tapes = [QuantumScript([qml.RX(0.3, 0)], [qml.expval(qml.Z(0))], shots=100)]
+
+    async def submit():
+        return await ex.batch_submit(tapes)
+
+    handle = asyncio.run(submit())
+    job = ex.service().job(handle.job_ids[0])
+    assert job.status() == "QUEUED"
+    server.control("faults", {"hold_jobs": False})
+    assert wait_for(lambda: job.status() == "RUNNING", timeout=10)
+    assert wait_for(lambda: job.status() == "DONE", timeout=10)
+
+    server.control("faults", {"fail_jobs": ["boom"], "job_delay": 0.0})
+    failed = asyncio.run(submit())
+    assert wait_for(lambda: ex.service().job(failed.job_ids[0]).status() == "ERROR")
+    assert "boom" in ex.service().job(failed.job_ids[0]).error_message()
+
+
 def test_cancel_cancels_the_runtime_job(server):
     server.control("faults", {"hold_jobs": True})
     circuit = qnode(server.executor())
@@ -217,6 +238,8 @@ def test_cancel_cancels_the_runtime_job(server):
     assert wait_for(lambda: any(j["status"] == "Queued" for j in server.jobs()))
     assert future.cancel()
     assert wait_for(lambda: [j["status"] for j in server.jobs()] == ["Cancelled"])
+    job_id = server.jobs()[0]["id"]
+    assert circuit.executor.service().job(job_id).status() == "CANCELLED"
 
 
 def test_cancelling_the_wait_cancels_the_runtime_job(server):
@@ -283,7 +306,8 @@ def test_wrong_token_is_a_clear_auth_error(server):
     assert wrong not in message
     assert "token" in message and "QFLEET_QISKITEXECUTOR_TOKEN" in message
     assert "[executors.QiskitExecutor]" in message
-    assert ("POST", "/identity/token", 401) in [tuple(r) for r in server.control("stats")["requests"]]
+    seen = [tuple(r) for r in server.control("stats")["requests"]]
+    assert ("POST", "/identity/token", 401) in seen
 
 
 def test_token_from_the_config_file(server, tmp_path, monkeypatch):

@@ -369,7 +369,8 @@ class Handler(BaseHTTPRequestHandler):
         if parts == ["jobs"] and method == "GET":
             with state.lock:
                 jobs = [self._job_json(j, params=False) for j in state.jobs.values()]
-            return self._send(200, {"jobs": jobs, "count": len(jobs), "limit": len(jobs), "offset": 0})
+            return self._send(200, {"jobs": jobs, "count": len(jobs), "limit": len(jobs),
+                                    "offset": 0})
         if len(parts) >= 2 and parts[0] == "jobs":
             return self._job(parts[1], parts[2:], method, query)
         if parts == ["sessions"] and method == "POST":
@@ -402,7 +403,8 @@ class Handler(BaseHTTPRequestHandler):
             params = request.get("params") or {}
             state.jobs[job_id] = {
                 "id": job_id, "program": program, "backend": backend, "status": "Queued",
-                "session_id": session_id, "params": params, "raw_params": json.loads(body)["params"],
+                "session_id": session_id, "params": params,
+                "raw_params": json.loads(body)["params"],
                 "created": _now(), "tags": request.get("tags") or [], "results": None,
                 "reason": None, "num_pubs": len(params.get("pubs", [])),
             }

@@ -111,7 +111,9 @@ with warnings.catch_warnings():
     # ``backend`` is Covalent's field name; it replaces the base class's ``backend`` property
     # (the string shown in metadata), which is exactly what it holds. See the property set
     # after the class: the parent's property would otherwise hide the field's value.
-    warnings.filterwarnings("ignore", message=r'Field name "backend" .* shadows', category=UserWarning)
+    warnings.filterwarnings(
+        "ignore", message=r'Field name "backend" .* shadows', category=UserWarning
+    )
 
     class QiskitExecutor(QuantumExecutor):
         """Runs tapes on IBM Qiskit Runtime primitives, or locally in local testing mode.
@@ -226,10 +228,13 @@ with warnings.catch_warnings():
                     )
                 self.__dict__["backend"] = AER_BACKEND  # frozen model: set once, here
             elif local and not is_local_backend(self.backend):
-                why = "device='local_sampler'" if self.device == "local_sampler" else "channel='local'"
+                local_by = "device='local_sampler'" if self.device == "local_sampler" else (
+                    "channel='local'"
+                )
+                fake = "fake_" + self.backend.removeprefix("ibm_")
                 raise ValueError(
-                    f"{why} runs locally without an account, so backend must be "
-                    f"'{AER_BACKEND}' or a fake backend (e.g. 'fake_{self.backend.removeprefix('ibm_')}'), "
+                    f"{local_by} runs locally without an account, so backend must be "
+                    f"'{AER_BACKEND}' or a fake backend (e.g. '{fake}'), "
                     f"got {self.backend!r}; to run on {self.backend!r} use device='sampler' or "
                     f"'estimator' with an IBM Cloud API key"
                 )
@@ -359,7 +364,8 @@ with warnings.catch_warnings():
                     split, postprocess = sampling_tapes([tape])
                     for part in split:
                         pubs.append(_Pub(tape_to_circuit(part), shots=part.shots.total_shots))
-                    plans.append(_TapePlan(tuple(range(first, len(pubs))), tuple(split), postprocess))
+                    indices = tuple(range(first, len(pubs)))
+                    plans.append(_TapePlan(indices, tuple(split), postprocess))
             units = [range(len(pubs))] if self.single_job else [plan.pubs for plan in plans]
             jobs: list[tuple[int, ...]] = []
             for unit in units:

@@ -295,7 +295,9 @@ class PrimitiveAdapter:
 
         cls = SamplerV2 if kind == "sampler" else EstimatorV2
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*(SamplerV2|EstimatorV2) class is deprecated")
+            warnings.filterwarnings(
+                "ignore", message=r".*(SamplerV2|EstimatorV2) class is deprecated"
+            )
             return cls(mode=mode, options=options)
 
     def validate_options(self, kind: str, options: dict[str, Any]) -> None:
@@ -407,7 +409,8 @@ def _status_codes(exc: BaseException) -> list[int]:
         value = getattr(response, "status_code", None)
         if isinstance(value, int):
             codes.append(value)
-        codes.extend(int(m) for m in re.findall(r"\b([45]\d\d)\b(?: Client| Server|:)", str(current)))
+        found = re.findall(r"\b([45]\d\d)\b(?: Client| Server|:)", str(current))
+        codes.extend(int(m) for m in found)
         current = current.__cause__ or current.__context__
     return codes
 
