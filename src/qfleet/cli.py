@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_serve_2300_arguments(serve_2300)
     serve_2300.set_defaults(run=_serve_2300)
+    from qfleet.jobs.cli import add_arguments as add_jobs_arguments
+
+    add_jobs_arguments(commands.add_parser("jobs", help="list, show, cancel, rename jobs; results"))
     return parser
 
 

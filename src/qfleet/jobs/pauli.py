@@ -134,7 +134,7 @@ class PauliSum:
     def to_list(self) -> list[tuple[str, float, float]]:
         """JSON-able form: [(label like "Z0 X1", real, imag), ...]."""
         return [
-            (" ".join(f"{p}{i}" for i, p in word), complex(c).real, complex(c).imag)
+            (" ".join(f"{p}{i}" for i, p in word) or "I", complex(c).real, complex(c).imag)
             for word, c in self.terms.items()
         ]
 
@@ -142,7 +142,7 @@ class PauliSum:
     def from_list(cls, items: Sequence[Sequence[Any]]) -> PauliSum:
         terms: dict[Word, complex] = {}
         for label, real, imag in items:
-            word = tuple(sorted((int(tok[1:]), tok[0]) for tok in label.split()))
+            word = tuple(sorted((int(tok[1:]), tok[0]) for tok in label.split() if tok != "I"))
             terms[word] = terms.get(word, 0) + complex(real, imag)
         return cls(terms)
 
