@@ -202,9 +202,9 @@ class LocalExecutor(QuantumExecutor):
             await asyncio.sleep(self.latency)
         return results
 
-    def run_prepared_sync(self, prepared: Prepared) -> BatchResult:
+    def completed_inline(self, prepared: Prepared) -> BatchResult | None:
         if self.parallel is not None or self.latency or self.max_concurrent or self.rate:
-            return super().run_prepared_sync(prepared)
+            return None
         # Fast path: results were computed in translate(); no loop round trip (and no
         # finish step: a simulator already returns PennyLane results).
         run: _InlineRun = prepared.payload
