@@ -404,7 +404,7 @@ class QuantumCluster(QuantumExecutor):
             done,
             RunMetadata(
                 executor="+".join(dict.fromkeys(raw.metadata.executor for _, raw in done)),
-                backend=self.backend,
+                backend=self.backend_description,
                 num_circuits=sum(len(c.tapes) for c, _ in done),
                 execution_time=time.perf_counter() - started,
                 submitted_at=submitted_at,

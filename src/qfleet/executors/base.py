@@ -212,7 +212,7 @@ class QuantumExecutor(BaseModel):
         return Capabilities()
 
     @property
-    def backend(self) -> str:
+    def backend_description(self) -> str:
         """A short description of the backend, for metadata."""
         return self.backend_kind
 
@@ -378,7 +378,7 @@ class QuantumExecutor(BaseModel):
             results,
             RunMetadata(
                 executor=self.label,
-                backend=self.backend,
+                backend=self.backend_description,
                 num_circuits=handle.num_circuits,
                 execution_time=time.perf_counter() - handle.started,
                 submitted_at=handle.submitted_at,

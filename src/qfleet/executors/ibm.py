@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import math
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -107,439 +106,425 @@ class _TapeOutput:
     data: tuple
 
 
-with warnings.catch_warnings():
-    # ``backend`` is Covalent's field name; it replaces the base class's ``backend`` property
-    # (the string shown in metadata), which is exactly what it holds. See the property set
-    # after the class: the parent's property would otherwise hide the field's value.
-    warnings.filterwarnings(
-        "ignore", message=r'Field name "backend" .* shadows', category=UserWarning
-    )
+class QiskitExecutor(QuantumExecutor):
+    """Runs tapes on IBM Qiskit Runtime primitives, or locally in local testing mode.
 
-    class QiskitExecutor(QuantumExecutor):
-        """Runs tapes on IBM Qiskit Runtime primitives, or locally in local testing mode.
+    ``device``: ``"local_sampler"`` (local testing mode, no account: Aer or a fake
+    backend), ``"sampler"`` (Runtime Sampler: counts -> any sampling measurement),
+    ``"estimator"`` (Runtime Estimator: expectation values directly).
+    ``backend``: an IBM backend name (``"ibm_brisbane"``), or for local testing mode
+    ``"aer_simulator"`` (noiseless, the default) or a fake backend (``"fake_manila"``,
+    noisy). A batch of tapes (e.g. all tapes of a parameter-shift gradient) is one
+    Runtime job with many PUBs when ``single_job`` is True.
 
-        ``device``: ``"local_sampler"`` (local testing mode, no account: Aer or a fake
-        backend), ``"sampler"`` (Runtime Sampler: counts -> any sampling measurement),
-        ``"estimator"`` (Runtime Estimator: expectation values directly).
-        ``backend``: an IBM backend name (``"ibm_brisbane"``), or for local testing mode
-        ``"aer_simulator"`` (noiseless, the default) or a fake backend (``"fake_manila"``,
-        noisy). A batch of tapes (e.g. all tapes of a parameter-shift gradient) is one
-        Runtime job with many PUBs when ``single_job`` is True.
+    Example:
+        >>> ex = QiskitExecutor(backend="fake_manila", seed=7)        # local, noisy
+        >>> ex = QiskitExecutor(device="estimator", backend="ibm_brisbane",
+        ...                     token="...", instance="my-instance")  # IBM Cloud
+        >>> @qelectron(executors=ex)
+        ... @qml.qnode(qml.device("default.qubit", wires=2), shots=1000)
+        ... def circuit(x): ...
+    """
 
-        Example:
-            >>> ex = QiskitExecutor(backend="fake_manila", seed=7)        # local, noisy
-            >>> ex = QiskitExecutor(device="estimator", backend="ibm_brisbane",
-            ...                     token="...", instance="my-instance")  # IBM Cloud
-            >>> @qelectron(executors=ex)
-            ... @qml.qnode(qml.device("default.qubit", wires=2), shots=1000)
-            ... def circuit(x): ...
-        """
+    device: Literal["local_sampler", "sampler", "estimator"] = "local_sampler"
+    backend: str | None = None
+    """IBM backend name; "aer_simulator" or "fake_<name>" run in local testing mode."""
+    token: SecretStr | None = None
+    """IBM Cloud API key; None: the config file/env, else the SDK's saved account."""
+    channel: Literal["ibm_quantum_platform", "ibm_cloud", "local"] = "ibm_quantum_platform"
+    instance: str | None = None
+    """IBM Cloud instance CRN or name; None: the SDK picks one of the account's."""
+    url: str | None = None
+    """Base URL for the SDK (default https://cloud.ibm.com). A URL ending in /api/v1 is the
+    Runtime API itself and is used as is (private deployments, local stand-ins)."""
+    single_job: bool = True
+    """One Runtime job per batch (many PUBs); False: one job per tape."""
+    max_time: int | str | None = None
+    """Session/batch length: seconds or "1h30m"; None: the service's maximum."""
+    mode: Literal["session", "batch", "job"] = "session"
+    """Execution mode; sessions and batches are shared per (account, backend, mode)."""
+    local_transpile: bool = True
+    """Transpile to the backend's ISA before submitting (the Runtime requires ISA
+    circuits); turn off only for circuits already in the backend's ISA."""
+    optimization_level: int = Field(default=1, ge=0, le=3)
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Runtime primitive options (SamplerOptions/EstimatorOptions), validated."""
+    seed: int | None = None
+    """Seeds the simulator (options.simulator.seed_simulator) and the transpiler, for
+    reproducible runs."""
+    primitives: Literal["v2", "executor"] = "v2"
+    """Primitive API: "v2" (SamplerV2/EstimatorV2, deprecated in 0.50 but what the
+    Runtime REST API runs) or "executor" (the client-side executor_sampler/estimator)."""
+    poll_interval: float = Field(default=1.0, gt=0)
+    """Longest pause between job status checks, in seconds."""
 
-        device: Literal["local_sampler", "sampler", "estimator"] = "local_sampler"
-        backend: str | None = None
-        """IBM backend name; "aer_simulator" or "fake_<name>" run in local testing mode."""
-        token: SecretStr | None = None
-        """IBM Cloud API key; None: the config file/env, else the SDK's saved account."""
-        channel: Literal["ibm_quantum_platform", "ibm_cloud", "local"] = "ibm_quantum_platform"
-        instance: str | None = None
-        """IBM Cloud instance CRN or name; None: the SDK picks one of the account's."""
-        url: str | None = None
-        """Base URL for the SDK (default https://cloud.ibm.com). A URL ending in /api/v1 is the
-        Runtime API itself and is used as is (private deployments, local stand-ins)."""
-        single_job: bool = True
-        """One Runtime job per batch (many PUBs); False: one job per tape."""
-        max_time: int | str | None = None
-        """Session/batch length: seconds or "1h30m"; None: the service's maximum."""
-        mode: Literal["session", "batch", "job"] = "session"
-        """Execution mode; sessions and batches are shared per (account, backend, mode)."""
-        local_transpile: bool = True
-        """Transpile to the backend's ISA before submitting (the Runtime requires ISA
-        circuits); turn off only for circuits already in the backend's ISA."""
-        optimization_level: int = Field(default=1, ge=0, le=3)
-        options: dict[str, Any] = Field(default_factory=dict)
-        """Runtime primitive options (SamplerOptions/EstimatorOptions), validated."""
-        seed: int | None = None
-        """Seeds the simulator (options.simulator.seed_simulator) and the transpiler, for
-        reproducible runs."""
-        primitives: Literal["v2", "executor"] = "v2"
-        """Primitive API: "v2" (SamplerV2/EstimatorV2, deprecated in 0.50 but what the
-        Runtime REST API runs) or "executor" (the client-side executor_sampler/estimator)."""
-        poll_interval: float = Field(default=1.0, gt=0)
-        """Longest pause between job status checks, in seconds."""
+    backend_kind = "ibm"
 
-        backend_kind = "ibm"
+    @property
+    def backend_description(self) -> str:
+        return self.backend or self.backend_kind
 
-        # -- validation --------------------------------------------------------------------
+    # -- validation --------------------------------------------------------------------
 
-        @model_validator(mode="before")
-        @classmethod
-        def _legacy_fields(cls, data: Any) -> Any:
-            if isinstance(data, dict):
-                legacy = [k for k in data if k in _LEGACY_FIELDS]
-                if legacy:
-                    raise ValueError(
-                        "Covalent's QiskitExecutor field(s) "
-                        + ", ".join(f"{k!r} (use {_LEGACY_FIELDS[k]})" for k in legacy)
-                        + " no longer exist in qiskit-ibm-runtime 0.51"
-                    )
-            return data
-
-        @field_validator("channel", mode="before")
-        @classmethod
-        def _channel(cls, value: Any) -> Any:
-            if value == "ibm_quantum":
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            legacy = [k for k in data if k in _LEGACY_FIELDS]
+            if legacy:
                 raise ValueError(
-                    "channel 'ibm_quantum' is gone (the IBM Quantum Platform classic channel "
-                    "closed in 2025); use channel='ibm_quantum_platform' (the default) with an "
-                    "IBM Cloud API key as token and instance=<CRN or name>, or channel='local'"
+                    "Covalent's QiskitExecutor field(s) "
+                    + ", ".join(f"{k!r} (use {_LEGACY_FIELDS[k]})" for k in legacy)
+                    + " no longer exist in qiskit-ibm-runtime 0.51"
                 )
-            return value
+        return data
 
-        @field_validator("backend")
-        @classmethod
-        def _backend(cls, value: str | None) -> str | None:
-            if value in RETIRED_SIMULATORS:
+    @field_validator("channel", mode="before")
+    @classmethod
+    def _channel(cls, value: Any) -> Any:
+        if value == "ibm_quantum":
+            raise ValueError(
+                "channel 'ibm_quantum' is gone (the IBM Quantum Platform classic channel "
+                "closed in 2025); use channel='ibm_quantum_platform' (the default) with an "
+                "IBM Cloud API key as token and instance=<CRN or name>, or channel='local'"
+            )
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str | None) -> str | None:
+        if value in RETIRED_SIMULATORS:
+            raise ValueError(
+                f"IBM's cloud simulator {value!r} was retired in 2024; use "
+                f"backend='{AER_BACKEND}' (local, noiseless), a fake backend such as "
+                f"'fake_manila' (local, noisy), or a real backend name"
+            )
+        return value
+
+    @field_validator("max_time")
+    @classmethod
+    def _max_time(cls, value: Any) -> Any:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError("max_time must be positive seconds or a string like '1h30m'")
+        if isinstance(value, str) and (not value.strip() or not _MAX_TIME.match(value)):
+            raise ValueError(f"max_time {value!r}: use seconds or a string like '1h30m'")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> QiskitExecutor:
+        local = self.is_local
+        if self.backend is None:
+            if not local:
                 raise ValueError(
-                    f"IBM's cloud simulator {value!r} was retired in 2024; use "
-                    f"backend='{AER_BACKEND}' (local, noiseless), a fake backend such as "
-                    f"'fake_manila' (local, noisy), or a real backend name"
+                    f"device={self.device!r} on channel {self.channel!r} needs backend=<IBM "
+                    f"backend name> (QiskitRuntimeService().backends() lists them); IBM has "
+                    f"no cloud simulators any more: for local simulation use "
+                    f"backend='{AER_BACKEND}' or a fake backend such as 'fake_manila'"
                 )
-            return value
-
-        @field_validator("max_time")
-        @classmethod
-        def _max_time(cls, value: Any) -> Any:
-            if isinstance(value, int) and value <= 0:
-                raise ValueError("max_time must be positive seconds or a string like '1h30m'")
-            if isinstance(value, str) and (not value.strip() or not _MAX_TIME.match(value)):
-                raise ValueError(f"max_time {value!r}: use seconds or a string like '1h30m'")
-            return value
-
-        @model_validator(mode="after")
-        def _consistent(self) -> QiskitExecutor:
-            local = self.is_local
-            if self.backend is None:
-                if not local:
-                    raise ValueError(
-                        f"device={self.device!r} on channel {self.channel!r} needs backend=<IBM "
-                        f"backend name> (QiskitRuntimeService().backends() lists them); IBM has "
-                        f"no cloud simulators any more: for local simulation use "
-                        f"backend='{AER_BACKEND}' or a fake backend such as 'fake_manila'"
-                    )
-                self.__dict__["backend"] = AER_BACKEND  # frozen model: set once, here
-            elif local and not is_local_backend(self.backend):
-                local_by = "device='local_sampler'" if self.device == "local_sampler" else (
-                    "channel='local'"
-                )
-                fake = "fake_" + self.backend.removeprefix("ibm_")
-                raise ValueError(
-                    f"{local_by} runs locally without an account, so backend must be "
-                    f"'{AER_BACKEND}' or a fake backend (e.g. '{fake}'), "
-                    f"got {self.backend!r}; to run on {self.backend!r} use device='sampler' or "
-                    f"'estimator' with an IBM Cloud API key"
-                )
-            if self.options:
-                self._validate_options()
-            return self
-
-        def _validate_options(self) -> None:
-            try:
-                adapter = ADAPTERS[self.primitives]
-                adapter.validate_options(self.primitive_kind, self._primitive_options())
-            except ImportError:
-                return  # no 'ibm' extra here; options are checked where the executor runs
-
-        # -- pickling: tokens never travel ---------------------------------------------------
-
-        def __getstate__(self) -> dict[str, Any]:
-            state = super().__getstate__()
-            state["__dict__"] = {**state["__dict__"], "token": None}
-            return state
-
-        # -- properties ----------------------------------------------------------------------
-
-        @property
-        def is_local(self) -> bool:
-            """True in local testing mode (no account, no network)."""
-            return (
-                self.channel == "local"
-                or self.device == "local_sampler"
-                or is_local_backend(self.backend)
+            self.__dict__["backend"] = AER_BACKEND  # frozen model: set once, here
+        elif local and not is_local_backend(self.backend):
+            local_by = "device='local_sampler'" if self.device == "local_sampler" else (
+                "channel='local'"
             )
-
-        @property
-        def primitive_kind(self) -> Literal["sampler", "estimator"]:
-            return "estimator" if self.device == "estimator" else "sampler"
-
-        @property
-        def capabilities(self) -> Capabilities:
-            # Tapes without shots are sampled with options["default_shots"] (1024).
-            if self.primitive_kind == "estimator":
-                return Capabilities(analytic=True, measurements=frozenset({"expval"}))
-            return Capabilities(analytic=True, measurements=SAMPLING_MEASUREMENTS)
-
-        @property
-        def default_shots(self) -> int:
-            return int(self.options.get("default_shots") or DEFAULT_SHOTS)
-
-        def _primitive_options(self) -> dict[str, Any]:
-            options = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.options.items()}
-            if self.seed is not None:
-                options["simulator"] = {**options.get("simulator", {}), "seed_simulator": self.seed}
-            return options
-
-        def _token(self) -> str | None:
-            if self.token is not None:
-                return self.token.get_secret_value()
-            # Unpickled executors carry no token: take it from this process's config/env.
-            from qfleet.config import executor_defaults
-
-            token = executor_defaults(type(self)).get("token")
-            if isinstance(token, SecretStr):
-                return token.get_secret_value()
-            return token or None
-
-        def _account(self) -> Account | None:
-            if self.is_local:
-                return None
-            return Account(
-                channel=self.channel, token=self._token(), instance=self.instance, url=self.url
+            fake = "fake_" + self.backend.removeprefix("ibm_")
+            raise ValueError(
+                f"{local_by} runs locally without an account, so backend must be "
+                f"'{AER_BACKEND}' or a fake backend (e.g. '{fake}'), "
+                f"got {self.backend!r}; to run on {self.backend!r} use device='sampler' or "
+                f"'estimator' with an IBM Cloud API key"
             )
+        if self.options:
+            self._validate_options()
+        return self
 
-        def _token_hint(self) -> str:
-            return (
-                "Fix the IBM Cloud API key: QiskitExecutor(token=...), `token` in the config "
-                "file's [executors.QiskitExecutor] section, or QFLEET_QISKITEXECUTOR_TOKEN; "
-                "check `instance` too (the key's account must have access to it)."
-            )
-
-        def service(self):
-            """The ``QiskitRuntimeService`` this executor uses (blocking; None when local)."""
-            account = self._account()
-            if account is None:
-                return None
-            try:
-                return registry().service(account)
-            except ImportError as exc:
-                raise needs_ibm_extra(exc) from exc
-            except QFleetError:
-                raise
-            except Exception as exc:
-                raise self._error(exc) from exc
-
-        def close_session(self) -> None:
-            """Close this executor's session or batch now (else: at interpreter exit)."""
-            registry().forget_mode(self._account(), self.backend, self.mode)
-
-        # -- phase 1: caller's thread --------------------------------------------------------
-
-        def with_shots(self, tapes: Sequence[QuantumScript]) -> tuple[QuantumScript, ...]:
-            tapes = super().with_shots(tapes)
-            shots = self.default_shots
-            return tuple(t if t.shots else t.copy(shots=shots) for t in tapes)
-
-        def translate(self, tapes: tuple[QuantumScript, ...]) -> _Batch:
-            try:
-                from qfleet.circuits.qiskit import observable_to_sparse_pauli, tape_to_circuit
-                import qiskit  # noqa: F401 - fail here, clearly, without the extra
-            except ImportError as exc:
-                raise needs_ibm_extra(exc) from exc
-            from qfleet.circuits import sampling_tapes
-
-            kind = self.primitive_kind
-            pubs: list[_Pub] = []
-            plans: list[_TapePlan] = []
-            for tape in tapes:
-                first = len(pubs)
-                if kind == "estimator":
-                    circuit = tape_to_circuit(tape, measure=False)
-                    observables = tuple(
-                        observable_to_sparse_pauli(mp.obs, tape.wires) for mp in tape.measurements
-                    )
-                    for lower, upper in tape.shots.bins():
-                        precision = 1.0 / math.sqrt(upper - lower)
-                        pubs.append(_Pub(circuit, observables=observables, precision=precision))
-                    plans.append(_TapePlan(tuple(range(first, len(pubs)))))
-                else:
-                    split, postprocess = sampling_tapes([tape])
-                    for part in split:
-                        pubs.append(_Pub(tape_to_circuit(part), shots=part.shots.total_shots))
-                    indices = tuple(range(first, len(pubs)))
-                    plans.append(_TapePlan(indices, tuple(split), postprocess))
-            units = [range(len(pubs))] if self.single_job else [plan.pubs for plan in plans]
-            jobs: list[tuple[int, ...]] = []
-            for unit in units:
-                # Jobs whose PUBs differ in shots (Sampler) or precision (Estimator) are
-                # deprecated since qiskit-ibm-runtime 0.48: one job per value.
-                groups: dict[Any, list[int]] = {}
-                for i in unit:
-                    groups.setdefault((pubs[i].shots, pubs[i].precision), []).append(i)
-                jobs.extend(tuple(g) for g in groups.values())
-            return _Batch(kind, tuple(pubs), tuple(jobs), tuple(plans))
-
-        def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
-            import numpy as np
-
-            from qfleet.circuits import result_from_samples
-
-            results = []
-            for tape, output in zip(tapes, raw, strict=True):
-                plan = output.plan
-                if plan.split is not None:
-                    parts = tuple(
-                        result_from_samples(part, samples)
-                        for part, samples in zip(plan.split, output.data, strict=True)
-                    )
-                    results.append(plan.postprocess(parts)[0])
-                    continue
-                bins = []
-                for values in output.data:
-                    values = tuple(np.float64(v) for v in values)
-                    bins.append(values[0] if len(tape.measurements) == 1 else values)
-                results.append(tuple(bins) if tape.shots.has_partitioned_shots else bins[0])
-            return results
-
-        # -- phase 2: event loop (blocking work in threads) ----------------------------------
-
-        def _error(self, exc: BaseException, job: str | None = None) -> ExecutorError:
-            return to_executor_error(
-                exc,
-                executor=self.label,
-                secrets=[self._token()] if not self.is_local else [],
-                token_hint=self._token_hint(),
-                job=job,
-            )
-
-        async def _start(self, payload: _Batch) -> tuple[Any, tuple[str, ...]]:
-            submitting = asyncio.ensure_future(asyncio.to_thread(self._submit, payload))
-            try:
-                submission = await asyncio.shield(submitting)
-            except asyncio.CancelledError:
-                # The thread goes on submitting; cancel its jobs once they exist.
-                submitting.add_done_callback(self._cancel_when_submitted)
-                raise
-            except ImportError as exc:
-                raise needs_ibm_extra(exc) from exc
-            except QFleetError:
-                raise
-            except Exception as exc:
-                raise self._error(exc) from exc
-            return submission, tuple(str(job.job_id()) for job in submission.jobs)
-
-        def _cancel_when_submitted(self, submitting: asyncio.Future) -> None:
-            if submitting.cancelled() or submitting.exception() is not None:
-                return
-            cleanup = asyncio.ensure_future(self._cancel(submitting.result()))
-            _background.add(cleanup)
-            cleanup.add_done_callback(_background.discard)
-
-        def _submit(self, batch: _Batch) -> _Submission:
-            """Transpile and submit (worker thread); returns once every job exists."""
-            reg = registry()
-            account = self._account()
+    def _validate_options(self) -> None:
+        try:
             adapter = ADAPTERS[self.primitives]
-            options = self._primitive_options()
-            circuits = [pub.circuit for pub in batch.pubs]
-            if self.local_transpile:
-                pm = reg.pass_manager(account, self.backend, self.optimization_level, self.seed)
-                circuits = pm.run(circuits, num_processes=1)
-            if batch.kind == "sampler":
-                pubs = [(c, None, p.shots) for c, p in zip(circuits, batch.pubs)]
-            else:
-                pubs = [
-                    (c, [o.apply_layout(c.layout, c.num_qubits) for o in p.observables], None,
-                     p.precision)
-                    for c, p in zip(circuits, batch.pubs)
-                ]
-            jobs: list[Any] = []
-            try:
-                for indices in batch.jobs:
-                    jobs.append(self._run_job(reg, account, adapter, options, batch.kind,
-                                              [pubs[i] for i in indices]))
-            except BaseException:
-                for job in jobs:  # all or nothing: don't leave half a batch running
-                    try:
-                        job.cancel()
-                    except Exception:
-                        pass
-                raise
-            return _Submission(batch, jobs, self.is_local)
+            adapter.validate_options(self.primitive_kind, self._primitive_options())
+        except ImportError:
+            return  # no 'ibm' extra here; options are checked where the executor runs
 
-        def _run_job(self, reg, account, adapter, options, kind, pubs):
-            run = adapter.run_sampler if kind == "sampler" else adapter.run_estimator
-            mode = reg.mode(account, self.backend, self.mode, self.max_time)
-            try:
-                return run(mode, options, pubs)
-            except Exception as exc:
-                if self.mode == "job" or "session" not in str(exc).lower():
-                    raise
-                # The session/batch expired or was closed on the server: open a new one, once.
-                reg.forget_mode(account, self.backend, self.mode)
-                mode = reg.mode(account, self.backend, self.mode, self.max_time)
-                return run(mode, options, pubs)
+    # -- pickling: tokens never travel ---------------------------------------------------
 
-        async def _collect(self, job: _Submission) -> list[_TapeOutput]:
-            batch = job.batch
-            try:
-                per_job = await asyncio.gather(
-                    *(self._wait(sdk_job, batch.kind, job.local) for sdk_job in job.jobs)
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["__dict__"] = {**state["__dict__"], "token": None}
+        return state
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def is_local(self) -> bool:
+        """True in local testing mode (no account, no network)."""
+        return (
+            self.channel == "local"
+            or self.device == "local_sampler"
+            or is_local_backend(self.backend)
+        )
+
+    @property
+    def primitive_kind(self) -> Literal["sampler", "estimator"]:
+        return "estimator" if self.device == "estimator" else "sampler"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # Tapes without shots are sampled with options["default_shots"] (1024).
+        if self.primitive_kind == "estimator":
+            return Capabilities(analytic=True, measurements=frozenset({"expval"}))
+        return Capabilities(analytic=True, measurements=SAMPLING_MEASUREMENTS)
+
+    @property
+    def default_shots(self) -> int:
+        return int(self.options.get("default_shots") or DEFAULT_SHOTS)
+
+    def _primitive_options(self) -> dict[str, Any]:
+        options = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.options.items()}
+        if self.seed is not None:
+            options["simulator"] = {**options.get("simulator", {}), "seed_simulator": self.seed}
+        return options
+
+    def _token(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        # Unpickled executors carry no token: take it from this process's config/env.
+        from qfleet.config import executor_defaults
+
+        token = executor_defaults(type(self)).get("token")
+        if isinstance(token, SecretStr):
+            return token.get_secret_value()
+        return token or None
+
+    def _account(self) -> Account | None:
+        if self.is_local:
+            return None
+        return Account(
+            channel=self.channel, token=self._token(), instance=self.instance, url=self.url
+        )
+
+    def _token_hint(self) -> str:
+        return (
+            "Fix the IBM Cloud API key: QiskitExecutor(token=...), `token` in the config "
+            "file's [executors.QiskitExecutor] section, or QFLEET_QISKITEXECUTOR_TOKEN; "
+            "check `instance` too (the key's account must have access to it)."
+        )
+
+    def service(self):
+        """The ``QiskitRuntimeService`` this executor uses (blocking; None when local)."""
+        account = self._account()
+        if account is None:
+            return None
+        try:
+            return registry().service(account)
+        except ImportError as exc:
+            raise needs_ibm_extra(exc) from exc
+        except QFleetError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+
+    def close_session(self) -> None:
+        """Close this executor's session or batch now (else: at interpreter exit)."""
+        registry().forget_mode(self._account(), self.backend, self.mode)
+
+    # -- phase 1: caller's thread --------------------------------------------------------
+
+    def with_shots(self, tapes: Sequence[QuantumScript]) -> tuple[QuantumScript, ...]:
+        tapes = super().with_shots(tapes)
+        shots = self.default_shots
+        return tuple(t if t.shots else t.copy(shots=shots) for t in tapes)
+
+    def translate(self, tapes: tuple[QuantumScript, ...]) -> _Batch:
+        try:
+            from qfleet.circuits.qiskit import observable_to_sparse_pauli, tape_to_circuit
+            import qiskit  # noqa: F401 - fail here, clearly, without the extra
+        except ImportError as exc:
+            raise needs_ibm_extra(exc) from exc
+        from qfleet.circuits import sampling_tapes
+
+        kind = self.primitive_kind
+        pubs: list[_Pub] = []
+        plans: list[_TapePlan] = []
+        for tape in tapes:
+            first = len(pubs)
+            if kind == "estimator":
+                circuit = tape_to_circuit(tape, measure=False)
+                observables = tuple(
+                    observable_to_sparse_pauli(mp.obs, tape.wires) for mp in tape.measurements
                 )
-            except asyncio.CancelledError:
-                raise  # the base class cancels the jobs
-            except BaseException:
-                await asyncio.shield(self._cancel(job))  # one job failed: stop the others
-                raise
-            per_pub: dict[int, Any] = {}
-            for indices, data in zip(batch.jobs, per_job, strict=True):
-                if len(data) != len(indices):
-                    raise ExecutorError(
-                        f"Runtime job returned {len(data)} PUB results for {len(indices)} PUBs",
-                        executor=self.label,
-                    )
-                per_pub.update(zip(indices, data))
-            return [
-                _TapeOutput(plan, tuple(per_pub[i] for i in plan.pubs)) for plan in batch.plans
+                for lower, upper in tape.shots.bins():
+                    precision = 1.0 / math.sqrt(upper - lower)
+                    pubs.append(_Pub(circuit, observables=observables, precision=precision))
+                plans.append(_TapePlan(tuple(range(first, len(pubs)))))
+            else:
+                split, postprocess = sampling_tapes([tape])
+                for part in split:
+                    pubs.append(_Pub(tape_to_circuit(part), shots=part.shots.total_shots))
+                indices = tuple(range(first, len(pubs)))
+                plans.append(_TapePlan(indices, tuple(split), postprocess))
+        units = [range(len(pubs))] if self.single_job else [plan.pubs for plan in plans]
+        jobs: list[tuple[int, ...]] = []
+        for unit in units:
+            # Jobs whose PUBs differ in shots (Sampler) or precision (Estimator) are
+            # deprecated since qiskit-ibm-runtime 0.48: one job per value.
+            groups: dict[Any, list[int]] = {}
+            for i in unit:
+                groups.setdefault((pubs[i].shots, pubs[i].precision), []).append(i)
+            jobs.extend(tuple(g) for g in groups.values())
+        return _Batch(kind, tuple(pubs), tuple(jobs), tuple(plans))
+
+    def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
+        import numpy as np
+
+        from qfleet.circuits import result_from_samples
+
+        results = []
+        for tape, output in zip(tapes, raw, strict=True):
+            plan = output.plan
+            if plan.split is not None:
+                parts = tuple(
+                    result_from_samples(part, samples)
+                    for part, samples in zip(plan.split, output.data, strict=True)
+                )
+                results.append(plan.postprocess(parts)[0])
+                continue
+            bins = []
+            for values in output.data:
+                values = tuple(np.float64(v) for v in values)
+                bins.append(values[0] if len(tape.measurements) == 1 else values)
+            results.append(tuple(bins) if tape.shots.has_partitioned_shots else bins[0])
+        return results
+
+    # -- phase 2: event loop (blocking work in threads) ----------------------------------
+
+    def _error(self, exc: BaseException, job: str | None = None) -> ExecutorError:
+        return to_executor_error(
+            exc,
+            executor=self.label,
+            secrets=[self._token()] if not self.is_local else [],
+            token_hint=self._token_hint(),
+            job=job,
+        )
+
+    async def _start(self, payload: _Batch) -> tuple[Any, tuple[str, ...]]:
+        submitting = asyncio.ensure_future(asyncio.to_thread(self._submit, payload))
+        try:
+            submission = await asyncio.shield(submitting)
+        except asyncio.CancelledError:
+            # The thread goes on submitting; cancel its jobs once they exist.
+            submitting.add_done_callback(self._cancel_when_submitted)
+            raise
+        except ImportError as exc:
+            raise needs_ibm_extra(exc) from exc
+        except QFleetError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+        return submission, tuple(str(job.job_id()) for job in submission.jobs)
+
+    def _cancel_when_submitted(self, submitting: asyncio.Future) -> None:
+        if submitting.cancelled() or submitting.exception() is not None:
+            return
+        cleanup = asyncio.ensure_future(self._cancel(submitting.result()))
+        _background.add(cleanup)
+        cleanup.add_done_callback(_background.discard)
+
+    def _submit(self, batch: _Batch) -> _Submission:
+        """Transpile and submit (worker thread); returns once every job exists."""
+        reg = registry()
+        account = self._account()
+        adapter = ADAPTERS[self.primitives]
+        options = self._primitive_options()
+        circuits = [pub.circuit for pub in batch.pubs]
+        if self.local_transpile:
+            pm = reg.pass_manager(account, self.backend, self.optimization_level, self.seed)
+            circuits = pm.run(circuits, num_processes=1)
+        if batch.kind == "sampler":
+            pubs = [(c, None, p.shots) for c, p in zip(circuits, batch.pubs)]
+        else:
+            pubs = [
+                (c, [o.apply_layout(c.layout, c.num_qubits) for o in p.observables], None,
+                 p.precision)
+                for c, p in zip(circuits, batch.pubs)
             ]
-
-        async def _wait(self, sdk_job: Any, kind: str, local: bool) -> list[Any]:
-            from qfleet.circuits.qiskit import CREG
-            from qfleet.executors.ibm_runtime import estimator_values, sampler_samples
-
-            job_id = str(sdk_job.job_id())
-            delay = 0.05
-            try:
-                # Local jobs run in this process: wait for them in a thread, no polling delay.
-                # Remote jobs: poll without holding a thread, backing off to poll_interval.
-                while not local and not await asyncio.to_thread(sdk_job.in_final_state):
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 1.5, self.poll_interval)
-
-                def fetch() -> list[Any]:
-                    result = sdk_job.result()
-                    if kind == "sampler":
-                        return sampler_samples(result, CREG)
-                    return estimator_values(result)
-
-                return await asyncio.to_thread(fetch)
-            except (QFleetError, asyncio.CancelledError):
-                raise
-            except Exception as exc:
-                raise self._error(exc, job=job_id) from exc
-
-        async def _cancel(self, job: _Submission) -> None:
-            for sdk_job in job.jobs:
+        jobs: list[Any] = []
+        try:
+            for indices in batch.jobs:
+                jobs.append(self._run_job(reg, account, adapter, options, batch.kind,
+                                          [pubs[i] for i in indices]))
+        except BaseException:
+            for job in jobs:  # all or nothing: don't leave half a batch running
                 try:
-                    if not await asyncio.to_thread(sdk_job.in_final_state):
-                        await asyncio.to_thread(sdk_job.cancel)
-                except Exception:  # already final, or the server is gone: nothing to cancel
+                    job.cancel()
+                except Exception:
                     pass
+            raise
+        return _Submission(batch, jobs, self.is_local)
 
+    def _run_job(self, reg, account, adapter, options, kind, pubs):
+        run = adapter.run_sampler if kind == "sampler" else adapter.run_estimator
+        mode = reg.mode(account, self.backend, self.mode, self.max_time)
+        try:
+            return run(mode, options, pubs)
+        except Exception as exc:
+            if self.mode == "job" or "session" not in str(exc).lower():
+                raise
+            # The session/batch expired or was closed on the server: open a new one, once.
+            reg.forget_mode(account, self.backend, self.mode)
+            mode = reg.mode(account, self.backend, self.mode, self.max_time)
+            return run(mode, options, pubs)
 
-def _backend_field(self: QiskitExecutor) -> str | None:
-    """The backend name (the field's value; also what run metadata shows)."""
-    return self.__dict__.get("backend")
+    async def _collect(self, job: _Submission) -> list[_TapeOutput]:
+        batch = job.batch
+        try:
+            per_job = await asyncio.gather(
+                *(self._wait(sdk_job, batch.kind, job.local) for sdk_job in job.jobs)
+            )
+        except asyncio.CancelledError:
+            raise  # the base class cancels the jobs
+        except BaseException:
+            await asyncio.shield(self._cancel(job))  # one job failed: stop the others
+            raise
+        per_pub: dict[int, Any] = {}
+        for indices, data in zip(batch.jobs, per_job, strict=True):
+            if len(data) != len(indices):
+                raise ExecutorError(
+                    f"Runtime job returned {len(data)} PUB results for {len(indices)} PUBs",
+                    executor=self.label,
+                )
+            per_pub.update(zip(indices, data))
+        return [
+            _TapeOutput(plan, tuple(per_pub[i] for i in plan.pubs)) for plan in batch.plans
+        ]
 
+    async def _wait(self, sdk_job: Any, kind: str, local: bool) -> list[Any]:
+        from qfleet.circuits.qiskit import CREG
+        from qfleet.executors.ibm_runtime import estimator_values, sampler_samples
 
-# The base class's ``backend`` property is a data descriptor: without this, attribute access
-# would return it instead of the field's value.
-QiskitExecutor.backend = property(_backend_field)  # type: ignore[assignment,method-assign]
+        job_id = str(sdk_job.job_id())
+        delay = 0.05
+        try:
+            # Local jobs run in this process: wait for them in a thread, no polling delay.
+            # Remote jobs: poll without holding a thread, backing off to poll_interval.
+            while not local and not await asyncio.to_thread(sdk_job.in_final_state):
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, self.poll_interval)
+
+            def fetch() -> list[Any]:
+                result = sdk_job.result()
+                if kind == "sampler":
+                    return sampler_samples(result, CREG)
+                return estimator_values(result)
+
+            return await asyncio.to_thread(fetch)
+        except (QFleetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise self._error(exc, job=job_id) from exc
+
+    async def _cancel(self, job: _Submission) -> None:
+        for sdk_job in job.jobs:
+            try:
+                if not await asyncio.to_thread(sdk_job.in_final_state):
+                    await asyncio.to_thread(sdk_job.cancel)
+            except Exception:  # already final, or the server is gone: nothing to cancel
+                pass
