@@ -195,7 +195,7 @@ class ClassiqExecutor(QuantumExecutor):
         return str(self.backend_preferences["backend_name"])
 
     @property
-    def backend(self) -> str:
+    def backend_description(self) -> str:
         return f"classiq:{self._provider}/{self._backend_name}"
 
     @property

@@ -119,7 +119,7 @@ class LocalExecutor(QuantumExecutor):
         return value
 
     @property
-    def backend(self) -> str:
+    def backend_description(self) -> str:
         return self.device
 
     def supports_operation(self, op: Any) -> bool:

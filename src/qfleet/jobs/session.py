@@ -264,7 +264,7 @@ class ExecutionSession:
             "kind": kind,
             "status": "QUEUED",
             "created_at": now,
-            "backend": f"{self.executor.label} ({self.executor.backend})",
+            "backend": f"{self.executor.label} ({self.executor.backend_description})",
             "executor": dumps(executor_spec(self.executor)),
             "program_kind": self.program.kind,
             "program": self.program.source,
