@@ -248,3 +248,35 @@ def test_restricted_target_decomposes_or_refuses_before_sending(emulators):
     got = ex.run_circuit_sync(QuantumScript(ops, [qml.probs(wires=[0, 1, 2])]))
     want = qml.execute([QuantumScript(ops, [qml.probs(wires=[0, 1, 2])])], qml.device("default.qubit"))[0]
     assert np.allclose(got, want, atol=PROB_TOL)  # an off-set gate would have failed it
+
+
+def test_async_api_on_the_callers_own_loops(emulator):
+    import asyncio
+
+    ex = emulator.executor(shots=300)
+    tapes = [QuantumScript([qml.X(0)], [qml.probs(wires=[0])]), QuantumScript([], [qml.probs(wires=[0])])]
+
+    async def submit_then_get():
+        handle = await ex.batch_submit(tapes)
+        assert handle.job_ids and handle.num_circuits == 2
+        return await ex.batch_get_results(handle)
+
+    for _ in range(2):  # a new loop each time: a new connection, the old one closed
+        first, second = asyncio.run(submit_then_get())
+        assert np.array_equal(first, [0, 1]) and np.array_equal(second, [1, 0])
+    assert sum(1 for k in ex._runtime if k[0] == "connection") == 1
+    assert asyncio.run(ex.run_circuit(tapes[0]))[1] == 1
+
+
+def test_import_qfleet_without_pyzmq_and_a_clear_error(monkeypatch):
+    import sys
+
+    import qfleet.protocols.p2300 as p2300
+
+    for name in [n for n in sys.modules if n == "zmq" or n.startswith("zmq.") or n == "qfleet.protocols.p2300.client"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "zmq", None)
+    monkeypatch.delattr(p2300, "client", raising=False)
+    ex = Executor2300(shots=10, timeout=0.2, retries=0)  # configuring needs no pyzmq
+    with pytest.raises(ImportError, match=r"qfleet\[qutech\]"):
+        ex.execute([QuantumScript([qml.X(0)], [qml.probs(wires=[0])])])

@@ -303,3 +303,30 @@ def test_cli_rejects_bad_options(capsys):
     assert "--qubits must be between 1" in capsys.readouterr().out
     assert cli_main(["serve-2300", "--gates", "H,FOO"]) == 2
     assert "unknown gate" in capsys.readouterr().out
+
+
+def test_emulator_enforces_its_gate_set_and_topology(emulators):
+    emu = emulators["restricted"]  # X90, mX90, Y90, mY90, Rz, CZ on a line of 3 qubits
+    static = emu.request("get_static")["payload"]
+    assert static["nqubits"] == 3 and sorted(map(tuple, static["topology"])) == [(0, 1), (1, 0), (1, 2), (2, 1)]
+    sid = str(uuid.uuid4())
+    head = "version 3.0\nqubit[3] q\nbit[3] b\n"
+    cases = {
+        "H q[0]\n": "primitive gate set",
+        "CZ q[0], q[2]\n": "not connected",
+        "X90 q[0]\nCZ q[1], q[2]\n": None,
+    }
+    deadline = time.monotonic() + 10
+    while raw_request(emu.rep, {"session_id": sid, "command": "initialize"})["status"] != "success":
+        assert time.monotonic() < deadline, "never left CALIBRATING"
+        time.sleep(0.1)
+    try:
+        for body, error in cases.items():
+            payload = {"job_id": 1 + len(body), "circuit": head + body + "b = measure q\n", "number_of_shots": 10}
+            reply = raw_request(emu.rep, {"session_id": sid, "command": "execute", "payload": payload})
+            if error is None:
+                assert reply["status"] == "success", reply
+            else:
+                assert reply["status"] == "failure" and error in reply["payload"]["error_msg"], reply
+    finally:
+        raw_request(emu.rep, {"session_id": sid, "command": "terminate"})

@@ -72,11 +72,23 @@ class _Running:
         self.terminated = asyncio.Event()
 
 
+def _client_module():
+    try:
+        from qfleet.protocols.p2300 import client
+    except ImportError as exc:
+        raise ImportError(
+            f"Executor2300 needs pyzmq ({exc}); install qfleet's qutech extra: "
+            f"pip install 'qfleet[qutech]'"
+        ) from exc
+    return client
+
+
 class _Connection:
     """Per process and event loop: the REQ client, the state listener, the job counter."""
 
     def __init__(self, executor: Executor2300, loop: asyncio.AbstractEventLoop) -> None:
-        from qfleet.protocols.p2300.client import LazyPirateClient, StateListener
+        client = _client_module()
+        LazyPirateClient, StateListener = client.LazyPirateClient, client.StateListener
 
         self.loop = loop
         self.client = LazyPirateClient(executor.address, executor.timeout, executor.retries)
@@ -86,9 +98,12 @@ class _Connection:
         self.job_ids = itertools.count(1)
 
     def close(self) -> None:
-        self.client.close()
-        if self.listener is not None:
-            self.listener.close()
+        for closer in (self.client.close, self.listener.close if self.listener else None):
+            if closer is not None:
+                try:
+                    closer()
+                except RuntimeError:  # its event loop is already closed
+                    pass
 
 
 # One batch at a time per 2300 and event loop, across executors: 2300 has one lock.
@@ -145,7 +160,7 @@ class Executor2300(QuantumExecutor):
         )
 
     @property
-    def backend(self) -> str:
+    def backend_description(self) -> str:
         static = self._cached_static()
         return f"2300 {static.name!r} at {self.address}" if static else f"2300 at {self.address}"
 
@@ -162,7 +177,8 @@ class Executor2300(QuantumExecutor):
         key = ("static", os.getpid())
         static = self._runtime.get(key)
         if static is None:
-            from qfleet.protocols.p2300.client import NoReply, request_sync
+            client = _client_module()
+            NoReply, request_sync = client.NoReply, client.request_sync
             from qfleet.protocols.p2300.messages import ProtocolError, StaticData
 
             try:
@@ -257,6 +273,11 @@ class Executor2300(QuantumExecutor):
         key = ("connection", os.getpid(), id(loop))
         conn = self._runtime.get(key)
         if conn is None or conn.loop is not loop:
+            # Sockets of event loops that are gone (asyncio.run per call) are closed here.
+            for old_key, old in list(self._runtime.items()):
+                if old_key[0] == "connection" and (old.loop.is_closed() or old_key == key):
+                    old.close()
+                    del self._runtime[old_key]
             conn = self._runtime[key] = _Connection(self, loop)
         return conn
 
