@@ -280,3 +280,16 @@ def test_import_qfleet_without_pyzmq_and_a_clear_error(monkeypatch):
     ex = Executor2300(shots=10, timeout=0.2, retries=0)  # configuring needs no pyzmq
     with pytest.raises(ImportError, match=r"qfleet\[qutech\]"):
         ex.execute([QuantumScript([qml.X(0)], [qml.probs(wires=[0])])])
+
+
+def test_histogram_stands_in_for_raw_data(emulator):
+    import os
+
+    ex = emulator.executor(shots=[50, 150], include_raw_data=True)
+    static = ex.static().model_copy(update={"supports_raw_data": False})
+    ex._runtime[("static", os.getpid())] = static  # a 2300 without shot memory
+    payload = ex.prepare([QuantumScript([qml.H(0)], [qml.sample(wires=[0])])]).payload
+    assert payload.executes[0]["include_raw_data"] is False
+    first, second = ex.run_circuit_sync(QuantumScript([qml.H(0)], [qml.sample(wires=[0])]))
+    assert first.shape == (50, 1) and second.shape == (150, 1)
+    assert 0.2 < np.concatenate([first, second]).mean() < 0.8

@@ -138,6 +138,7 @@ class Executor2300(QuantumExecutor):
     address: str = "tcp://127.0.0.1:4203"
     subscribe_address: str | None = "tcp://127.0.0.1:4204"
     include_raw_data: bool = False
+    """Ask for per-shot bitstrings (when 2300 reports ``supports_raw_data``)."""
     timeout: float = Field(default=30.0, gt=0)
     """Seconds to wait for one reply (not for the whole batch)."""
     retries: int = Field(default=2, ge=0)
@@ -202,7 +203,10 @@ class Executor2300(QuantumExecutor):
         return static
 
     def translate(self, tapes: tuple[QuantumScript, ...]) -> _Payload:
-        target = CqasmTarget.from_static(self.static())
+        static = self.static()
+        target = CqasmTarget.from_static(static)
+        # A 2300 without shot memory gets no raw-data requests; its histograms stand in.
+        raw_data = self.include_raw_data and static.supports_raw_data
         plans, executes = [], []
         for tape in tapes:
             if tape.batch_size:
@@ -217,7 +221,7 @@ class Executor2300(QuantumExecutor):
                     {
                         "circuit": program.text,
                         "number_of_shots": t.shots.total_shots,
-                        "include_raw_data": self.include_raw_data,
+                        "include_raw_data": raw_data,
                     }
                 )
         return _Payload(tuple(plans), tuple(executes))
