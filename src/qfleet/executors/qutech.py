@@ -115,6 +115,17 @@ def _batch_lock(address: str) -> asyncio.Lock:
     return locks.setdefault(address, asyncio.Lock())
 
 
+# Strong references to tasks nobody awaits (a batch submitted and never collected, a
+# terminate after a cancel): the event loop itself only keeps weak ones.
+_background: set[asyncio.Task] = set()
+
+
+def _keep(task: asyncio.Task) -> asyncio.Task:
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
 class Executor2300(QuantumExecutor):
     """Runs tapes on QuTech 2300 control software over ZeroMQ (compute-runtime schema v3).
 
@@ -351,15 +362,15 @@ class Executor2300(QuantumExecutor):
             await self._lock_2300(conn, session_id)
         except asyncio.CancelledError:
             # initialize may have reached 2300: unlock it before giving up.
-            asyncio.ensure_future(self._terminate(conn, session_id, lock, running, retries=0))
+            _keep(asyncio.ensure_future(self._terminate(conn, session_id, lock, running, retries=0)))
             raise
         except BaseException:
             lock.release()
             running.terminated.set()
             raise
         job_ids = tuple(next(conn.job_ids) for _ in payload.executes)
-        running.task = asyncio.ensure_future(
-            self._run_batch(conn, session_id, payload, job_ids, lock, running)
+        running.task = _keep(
+            asyncio.ensure_future(self._run_batch(conn, session_id, payload, job_ids, lock, running))
         )
         return running, tuple(str(j) for j in job_ids)
 
