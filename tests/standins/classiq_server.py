@@ -76,13 +76,24 @@ class HTTPError(Exception):
 
 # -- the simulator --------------------------------------------------------------------------
 
+# qiskit is not safe to drive from several threads at once (DESIGN.md: it crashed in an
+# in-process server); every parse and simulation takes this lock.
+QISKIT_LOCK = threading.Lock()
+
+
+def _import_qiskit() -> None:
+    """Import qiskit on the main thread, before any request thread touches it."""
+    from qiskit import qasm2, qasm3  # noqa: F401
+    from qiskit.quantum_info import SparsePauliOp, Statevector  # noqa: F401
+
 
 def load_circuit(qasm: str):
     from qiskit import qasm2, qasm3
 
-    if re.match(r"^(\s|//[^\n]*\n)*OPENQASM\s+3", qasm):
-        return qasm3.loads(qasm)
-    return qasm2.loads(qasm, custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
+    with QISKIT_LOCK:
+        if re.match(r"^(\s|//[^\n]*\n)*OPENQASM\s+3", qasm):
+            return qasm3.loads(qasm)
+        return qasm2.loads(qasm, custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
 
 
 def _statevector(circuit):
@@ -101,6 +112,11 @@ def _statevector(circuit):
 
 def sample(qasm: str, shots: int, seed: int | None) -> ExecutionDetails:
     circuit = load_circuit(qasm)
+    with QISKIT_LOCK:
+        return _sample(circuit, shots, seed)
+
+
+def _sample(circuit, shots: int, seed: int | None) -> ExecutionDetails:
     state, measures = _statevector(circuit)
     num_qubits = circuit.num_qubits
     if not measures:  # nothing measured: every qubit, c[i] <- q[i]
@@ -143,9 +159,15 @@ def _pauli_labels(operator: PauliOperator, num_qubits: int) -> list[tuple[str, c
 
 def estimate(qasm: str, operator: PauliOperator, shots: int | None, seed: int | None,
              sample_based: bool) -> EstimationResult:
+    circuit = load_circuit(qasm)
+    with QISKIT_LOCK:
+        return _estimate(circuit, operator, shots, seed, sample_based)
+
+
+def _estimate(circuit, operator: PauliOperator, shots: int | None, seed: int | None,
+              sample_based: bool) -> EstimationResult:
     from qiskit.quantum_info import SparsePauliOp
 
-    circuit = load_circuit(qasm)
     state, _ = _statevector(circuit)
     terms = _pauli_labels(operator, circuit.num_qubits)
     if not sample_based:
@@ -500,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN'")
     parser.add_argument("--delay", type=float, default=0.05, help="seconds a job stays RUNNING")
     args = parser.parse_args(argv)
+    _import_qiskit()
     service = Service(token=args.token)
     service.delay = args.delay
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(service))
