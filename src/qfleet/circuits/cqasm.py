@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pennylane as qml
@@ -141,7 +141,9 @@ def _angle_is(theta: float, value: float) -> bool:
     return min(diff, 2 * _PI - diff) < 1e-12
 
 
-def _special(theta: float, table: Sequence[tuple[float, Sequence[str]]], q: int) -> list[Instr] | None:
+def _special(
+    theta: float, table: Sequence[tuple[float, Sequence[str]]], q: int
+) -> list[Instr] | None:
     for value, names in table:
         if _angle_is(theta, value):
             return [(name, (), (q,)) for name in names]
@@ -250,7 +252,10 @@ def _format_angle(value: float, precision: int | None) -> str:
 def _qubit_map(wires: Sequence[Any], nqubits: int | None) -> tuple[tuple[int, ...], int]:
     labels = list(wires)
     physical = all(
-        isinstance(w, int) and not isinstance(w, bool) and w >= 0 and (nqubits is None or w < nqubits)
+        isinstance(w, int)
+        and not isinstance(w, bool)
+        and w >= 0
+        and (nqubits is None or w < nqubits)
         for w in labels
     )
     if physical:
@@ -318,8 +323,17 @@ def to_cqasm3(
     :func:`qfleet.circuits.sampling_tapes`). Every declared qubit is measured.
 
     Example:
-        >>> str(to_cqasm3(QuantumScript([qml.H(0), qml.CNOT([0, 1])], [qml.probs()])))
-        'version 3.0\\n\\nqubit[2] q\\nbit[2] b\\n\\nH q[0]\\nCNOT q[0], q[1]\\n\\nb[0] = measure q[0]\\n...'
+        >>> print(to_cqasm3(QuantumScript([qml.H(0), qml.CNOT([0, 1])], [qml.probs()])))
+        version 3.0
+        <BLANKLINE>
+        qubit[2] q
+        bit[2] b
+        <BLANKLINE>
+        H q[0]
+        CNOT q[0], q[1]
+        <BLANKLINE>
+        b[0] = measure q[0]
+        b[1] = measure q[1]
     """
     target = target or CqasmTarget()
     _check_diagonal(tape)
@@ -357,7 +371,3 @@ def to_cqasm3(
     lines.extend(f"b[{k}] = measure q[{k}]" for k in range(size))
     return CqasmProgram("\n".join(lines) + "\n", wires, qubits, size)
 
-
-def gate_names(names: Iterable[str]) -> list[str]:
-    """cQASM gate names in the 2300 ``pgs`` convention (upper case)."""
-    return [n.upper() for n in names]

@@ -39,7 +39,9 @@ from qfleet.executors.base import SAMPLING_MEASUREMENTS, Capabilities, QuantumEx
 log = logging.getLogger("qfleet.executor.2300")
 
 #: Words in a failure reply that mean "try again later" rather than "this circuit is wrong".
-_TRANSIENT_MARKERS = ("transient", "try again", "locked", "calibrating", "offline", "busy", "benchmarking")
+_TRANSIENT_MARKERS = (
+    "transient", "try again", "locked", "calibrating", "offline", "busy", "benchmarking",
+)  # fmt: skip
 
 
 def _is_transient(error_msg: str) -> bool:
@@ -209,7 +211,9 @@ class Executor2300(QuantumExecutor):
             try:
                 static = StaticData.model_validate(reply.payload or {})
             except ValidationError as exc:
-                raise ExecutorError(f"get_static: malformed reply: {exc}", executor=self.label) from exc
+                raise ExecutorError(
+                    f"get_static: malformed reply: {exc}", executor=self.label
+                ) from exc
             self._runtime[key] = static
         return static
 
@@ -362,16 +366,16 @@ class Executor2300(QuantumExecutor):
             await self._lock_2300(conn, session_id)
         except asyncio.CancelledError:
             # initialize may have reached 2300: unlock it before giving up.
-            _keep(asyncio.ensure_future(self._terminate(conn, session_id, lock, running, retries=0)))
+            terminate = self._terminate(conn, session_id, lock, running, retries=0)
+            _keep(asyncio.ensure_future(terminate))
             raise
         except BaseException:
             lock.release()
             running.terminated.set()
             raise
         job_ids = tuple(next(conn.job_ids) for _ in payload.executes)
-        running.task = _keep(
-            asyncio.ensure_future(self._run_batch(conn, session_id, payload, job_ids, lock, running))
-        )
+        batch = self._run_batch(conn, session_id, payload, job_ids, lock, running)
+        running.task = _keep(asyncio.ensure_future(batch))
         return running, tuple(str(j) for j in job_ids)
 
     async def _run_batch(
@@ -393,8 +397,9 @@ class Executor2300(QuantumExecutor):
         try:
             replies = []
             for job_id, execute in zip(job_ids, payload.executes):
+                request = {"job_id": job_id, **execute}
                 reply = await self._request(
-                    conn, "execute", session_id, {"job_id": job_id, **execute}, on_retry=reinitialize
+                    conn, "execute", session_id, request, on_retry=reinitialize
                 )
                 if not reply.ok:
                     raise ExecutorError(

@@ -51,7 +51,8 @@ class NoReply(TimeoutError):
             f"no reply from {address} to {command!r} after {attempts} attempt(s) of "
             f"{timeout:g} s; is 2300 (or `qfleet serve-2300`) running there?"
         )
-        self.address, self.command, self.attempts, self.timeout = address, command, attempts, timeout
+        self.address, self.command = address, command
+        self.attempts, self.timeout = attempts, timeout
 
 
 class Unavailable(TimeoutError):
@@ -134,7 +135,10 @@ class LazyPirateClient:
         for attempt in range(retries + 1):
             if attempt:
                 self.reconnects += 1
-                log.info("no reply from %s to %s; reconnecting (attempt %d)", self.address, command, attempt + 1)
+                log.info(
+                    "no reply from %s to %s; reconnecting (attempt %d)",
+                    self.address, command, attempt + 1,
+                )  # fmt: skip
                 if on_retry is not None:
                     await on_retry()
             sock = self._open()

@@ -163,7 +163,9 @@ class Simulator:
             errors = []
             for error in tree.get("errors") or [{"message": "libqasm rejected the circuit"}]:
                 start = (error.get("range") or {}).get("start") or {}
-                where = f"line {start['line']}:{start.get('character', '?')}: " if "line" in start else ""
+                where = ""
+                if "line" in start:
+                    where = f"line {start['line']}:{start.get('character', '?')}: "
                 errors.append(where + str(error.get("message", error)))
             raise CircuitError(f"invalid cQASM 3.0 circuit: {'; '.join(errors)}")
         return tree["Program"]
@@ -356,7 +358,9 @@ class SimulatorProcess:
 
 def _endpoint(address: str) -> str:
     # zmq picks a free port for "tcp://host:*"; accept ":0" for the same.
-    return address[:-2] + ":*" if address.startswith("tcp://") and address.endswith(":0") else address
+    if address.startswith("tcp://") and address.endswith(":0"):
+        return address[:-2] + ":*"
+    return address
 
 
 def _is_loopback(address: str) -> bool:
@@ -376,7 +380,8 @@ class Emulator2300:
     """The server: one ROUTER socket for requests, one XPUB socket for state.
 
     Example:
-        >>> emu = Emulator2300(EmulatorOptions(bind="tcp://127.0.0.1:0", publish="tcp://127.0.0.1:0"))
+        >>> options = EmulatorOptions(bind="tcp://127.0.0.1:0", publish="tcp://127.0.0.1:0")
+        >>> emu = Emulator2300(options)
         >>> emu.start()                      # binds; emu.endpoints has the real ports
         >>> threading.Thread(target=emu.serve_forever).start()
         >>> emu.stop()
@@ -452,7 +457,9 @@ class Emulator2300:
         for address in (self.options.bind, self.options.publish):
             if not _is_loopback(address):
                 log.warning("serve-2300 listens on %s: reachable from other machines", address)
-        self._publisher = threading.Thread(target=self._publish_loop, name="2300-publisher", daemon=True)
+        self._publisher = threading.Thread(
+            target=self._publish_loop, name="2300-publisher", daemon=True
+        )
         self._publisher.start()
         return self.endpoints
 

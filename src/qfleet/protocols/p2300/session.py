@@ -122,7 +122,8 @@ class ControlSession:
         except ProtocolError as exc:
             return self._fail(m.session_id_of(data), str(exc))
         except Exception as exc:  # never let a request take 2300 down
-            return self._fail("", f"internal error handling the request: {type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            return self._fail("", f"internal error handling the request: {error}")
 
     def reject(self, error_msg: str) -> bytes:
         """A failure reply for bytes that never became a request (e.g. a multi-frame one)."""
