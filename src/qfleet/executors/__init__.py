@@ -16,6 +16,8 @@ from qfleet.executors.local import LocalExecutor
 from qfleet.executors.ibm import QiskitExecutor  # qiskit itself is imported lazily
 from qfleet.executors.qutech import Executor2300  # pyzmq is imported lazily
 from qfleet.executors.classiq import ClassiqExecutor  # classiq is imported lazily
+from qfleet.executors.dask import DaskExecutor  # distributed is imported lazily
+from qfleet.executors.braket import BraketLocalExecutor  # braket is imported lazily
 
 Simulator = LocalExecutor
 QCluster = QuantumCluster
@@ -23,14 +25,16 @@ QCluster = QuantumCluster
 
 def executor_classes() -> dict[str, type[QuantumExecutor]]:
     """Executor classes that config sections (``[executors.<Name>]``) may configure."""
-    return {cls.__name__: cls for cls in (LocalExecutor, QiskitExecutor, Executor2300, ClassiqExecutor, QuantumCluster)}
+    return {cls.__name__: cls for cls in (LocalExecutor, QiskitExecutor, Executor2300, ClassiqExecutor, DaskExecutor, BraketLocalExecutor, QuantumCluster)}
 
 
 __all__ = [
     "BatchHandle",
     "BatchResult",
+    "BraketLocalExecutor",
     "Capabilities",
     "ClassiqExecutor",
+    "DaskExecutor",
     "Executor2300",
     "LocalExecutor",
     "Prepared",

@@ -1,0 +1,430 @@
+"""BraketLocalExecutor: Amazon Braket's local simulators (braket_sv, braket_dm), offline.
+
+Tapes go to Braket as OpenQASM 3 programs (:func:`qfleet.circuits.qasm3.to_openqasm3`,
+Braket's gate names). Shots runs measure every wire and come back as per-shot samples,
+turned into PennyLane results by the shared post-processing; exact runs (shots=None) ask
+Braket for the state vector (braket_sv) or density matrix (braket_dm) and let PennyLane's
+measurement processes compute the results from it.
+
+amazon-braket-sdk is imported only when a batch runs (extra ``qfleet[braket]``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pennylane as qml
+from pennylane.tape import QuantumScript
+from pydantic import Field, field_validator, model_validator
+
+from qfleet.circuits.qasm3 import BRAKET_NOISE, is_channel, to_openqasm3
+from qfleet.circuits.results import result_from_samples, sampling_tapes
+from qfleet.errors import UnsupportedCircuitError
+from qfleet.executors.base import (
+    ALL_MEASUREMENTS,
+    BatchResult,
+    Capabilities,
+    Prepared,
+    QuantumExecutor,
+    RunMetadata,
+    measurement_kind,
+)
+
+#: Qubits each local simulator takes (Braket's device properties).
+MAX_QUBITS = {"braket_sv": 26, "braket_dm": 13}
+
+#: Shorthand noise (``noise_model={"depolarizing": 0.01}``): Braket noise classes, applied
+#: after every gate to each qubit it acts on.
+NOISE_SHORTHAND = {
+    "depolarizing": "Depolarizing",
+    "bit_flip": "BitFlip",
+    "phase_flip": "PhaseFlip",
+    "amplitude_damping": "AmplitudeDamping",
+    "phase_damping": "PhaseDamping",
+}
+
+_EXACT = frozenset({"expval", "var", "probs", "state", "density_matrix", "purity",
+                    "vn_entropy", "mutual_info"})
+_SAMPLED = frozenset({"expval", "var", "probs", "sample", "counts"})
+
+
+@dataclasses.dataclass(frozen=True)
+class _Program:
+    """One OpenQASM 3 program for Braket (plain strings: it may go to a worker process)."""
+
+    source: str
+    shots: int
+    """0: exact (a state/density-matrix result type)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _TapePlan:
+    """How one tape's result is rebuilt from its programs' output (caller's thread)."""
+
+    tapes: tuple[QuantumScript, ...]
+    """The programs' tapes (split and diagonalized for shots runs)."""
+    used: tuple[frozenset[int], ...]
+    """Per program: the qubits its instructions act on (Braket simulates only those)."""
+    recombine: Callable
+    unbroadcast: Callable | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Payload:
+    plans: tuple[_TapePlan, ...]
+    programs: tuple[_Program, ...]
+    """All programs of the batch, tape after tape."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _InlineRun:
+    outputs: tuple
+    submitted_at: float
+    seconds: float
+
+
+# -- the simulation side (any thread or process; no PennyLane objects) ----------------------
+
+_simulators: dict[tuple, Any] = {}
+_simulators_lock = threading.Lock()
+
+
+_quieted = False
+
+
+def _quiet_braket() -> None:
+    """Braket warns on every noise-free braket_dm run; users chose braket_dm knowingly."""
+    global _quieted
+    if not _quieted:
+        warnings.filterwarnings(
+            "ignore", message="You are running a noise-free circuit", category=UserWarning
+        )
+        _quieted = True
+
+
+def _noise_model(spec: dict | None):
+    if not spec:
+        return None
+    from braket.circuits import noises
+    from braket.circuits.noise_model import GateCriteria, NoiseModel
+
+    if "instructions" in spec:
+        return NoiseModel.from_dict(spec)
+    model = NoiseModel()
+    for name, probability in spec.items():
+        model.add_noise(getattr(noises, NOISE_SHORTHAND[name])(probability), GateCriteria())
+    return model
+
+
+def _make_simulator(device: str, seed: int | None):
+    """A Braket LocalSimulator; with a seed, one whose shots come from a seeded stream."""
+    from braket.devices import LocalSimulator
+
+    if seed is None:
+        return LocalSimulator(device)
+    from braket.default_simulator import DensityMatrixSimulator, StateVectorSimulator
+
+    base = StateVectorSimulator if device == "braket_sv" else DensityMatrixSimulator
+
+    class _Seeded(base):
+        # Braket draws shots from the simulation's private generator (a fresh
+        # default_rng() per run); give every run the next part of one seeded stream.
+        def __init__(self) -> None:
+            super().__init__()
+            self._qfleet_rng = np.random.default_rng(seed)
+
+        def initialize_simulation(self, **kwargs):
+            simulation = super().initialize_simulation(**kwargs)
+            if not hasattr(simulation, "_rng_generator"):
+                raise RuntimeError(
+                    "this amazon-braket-default-simulator version has no per-run generator "
+                    "to seed; use seed=None"
+                )
+            simulation._rng_generator = self._qfleet_rng
+            return simulation
+
+    return LocalSimulator(_Seeded())
+
+
+def _simulate(
+    device: str, seed: int | None, noise: dict | None, programs: tuple, cache: dict | None = None
+) -> tuple:
+    """Run ``programs`` on a Braket simulator kept per thread in ``cache`` (default: this
+    process's, for pool workers); raw output per program: samples (shots x qubits, qubit
+    order) or the exact state vector / density matrix."""
+    from braket.ir.openqasm import Program
+
+    _quiet_braket()
+    key = (device, seed, threading.get_ident())
+    with _simulators_lock:
+        cache = _simulators if cache is None else cache
+        simulator = cache.get(key)
+        if simulator is None:
+            simulator = cache[key] = _make_simulator(device, seed)
+    model = _noise_model(noise)
+    outputs = []
+    for program in programs:
+        source = program.source
+        if model is not None:
+            from braket.circuits import Circuit
+            from braket.circuits.serialization import IRType
+
+            source = model.apply(Circuit.from_ir(source)).to_ir(IRType.OPENQASM).source
+        result = simulator.run(Program(source=source), shots=program.shots).result()
+        if program.shots:
+            samples = np.asarray(result.measurements, dtype=np.int8)
+            order = list(result.measured_qubits)
+            if order != sorted(order):
+                samples = samples[:, np.argsort(order)]
+            outputs.append(samples)
+        else:
+            outputs.append(np.asarray(result.values[0]))
+    return tuple(outputs)
+
+
+def _expand(values: np.ndarray, used: frozenset[int], num_qubits: int, dm: bool) -> np.ndarray:
+    """Braket simulates only the qubits a program acts on (in index order); put the idle
+    ones back in |0>."""
+    if values.shape[0] == 2**num_qubits:
+        return values
+    used_sorted = sorted(used)
+    if values.shape[0] != 2 ** len(used_sorted):
+        raise ValueError(f"Braket returned a {values.shape} result for {num_qubits} qubits")
+    zero = np.zeros(2 ** (num_qubits - len(used_sorted)), dtype=values.dtype)
+    zero[0] = 1
+    # Qubit axes after the product: the used qubits in index order, then the idle ones.
+    order = used_sorted + [q for q in range(num_qubits) if q not in used]
+    axes = [order.index(q) for q in range(num_qubits)]
+    if not dm:
+        full = np.multiply.outer(values, zero).reshape([2] * num_qubits)
+        return full.transpose(axes).reshape(-1)
+    # kron(A, B)[(i, j), (k, l)] = A[i, k] B[j, l]: rows and columns are (used, idle).
+    full = np.kron(values, np.outer(zero, zero)).reshape([2] * (2 * num_qubits))
+    axes = axes + [num_qubits + a for a in axes]
+    return full.transpose(axes).reshape(2**num_qubits, 2**num_qubits)
+
+
+# -- the executor ---------------------------------------------------------------------------
+
+
+class BraketLocalExecutor(QuantumExecutor):
+    """Runs tapes on Amazon Braket's local simulators (no AWS account, fully offline).
+
+    ``device``: ``"braket_sv"`` (state vector, up to 26 qubits) or ``"braket_dm"`` (density
+    matrix, up to 13 qubits, noise). ``noise_model`` (braket_dm only): a Braket
+    ``NoiseModel``, or a shorthand such as ``{"depolarizing": 0.01}`` applied after every
+    gate; PennyLane noise channels in the circuit (``qml.DepolarizingChannel``,
+    ``qml.add_noise``, ...) run natively on braket_dm too. ``seed`` makes shots
+    reproducible. ``parallel="process"`` simulates on a pool of ``workers`` processes
+    (default: on the calling thread, lowest overhead).
+
+    Example:
+        >>> ex = BraketLocalExecutor(device="braket_dm", noise_model={"depolarizing": 0.02},
+        ...                          shots=2000, seed=7)
+        >>> ex.run_circuit_sync(QuantumScript([qml.X(0)], [qml.expval(qml.Z(0))]))
+    """
+
+    device: Literal["braket_sv", "braket_dm"] = "braket_sv"
+    seed: int | None = None
+    """Seed of the shots' random stream (per process and thread); None: fresh entropy."""
+    noise_model: dict[str, Any] | None = None
+    """A Braket NoiseModel (kept as its ``to_dict()``) or ``{channel: probability}``."""
+    parallel: Literal["process"] | None = None
+    workers: int | None = Field(default=None, gt=0)
+
+    backend_kind: ClassVar[str] = "braket-local"
+
+    @field_validator("noise_model", mode="before")
+    @classmethod
+    def _noise_from_model(cls, value: Any) -> Any:
+        if value is not None and hasattr(value, "to_dict") and hasattr(value, "apply"):
+            return value.to_dict()  # a braket NoiseModel; its dict pickles anywhere
+        if isinstance(value, dict) and "instructions" not in value:
+            unknown = set(value) - set(NOISE_SHORTHAND)
+            if unknown:
+                raise ValueError(
+                    f"unknown noise {sorted(unknown)}; use a Braket NoiseModel or "
+                    f"{{name: probability}} with names {sorted(NOISE_SHORTHAND)}"
+                )
+            for name, p in value.items():
+                if not isinstance(p, (int, float)) or not 0 <= p <= 1:
+                    raise ValueError(f"noise {name}: probability must be in [0, 1], got {p!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _noise_needs_dm(self) -> BraketLocalExecutor:
+        if self.noise_model and self.device != "braket_dm":
+            raise ValueError(
+                "noise_model needs device='braket_dm' (braket_sv simulates pure states)"
+            )
+        return self
+
+    @property
+    def backend(self) -> str:
+        return f"braket:{self.device}"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        measurements = ALL_MEASUREMENTS - {"classical_shadow", "shadow_expval"}
+        return Capabilities(max_wires=MAX_QUBITS[self.device], measurements=measurements)
+
+    def supports_operation(self, op: Any) -> bool:
+        # Noise channels run natively on braket_dm (named pragmas, else kraus on <= 2 qubits).
+        if self.device != "braket_dm" or not is_channel(op):
+            return False
+        return op.name in BRAKET_NOISE or len(op.wires) <= 2
+
+    # -- caller's thread -------------------------------------------------------------------
+
+    def _plan(self, tape: QuantumScript) -> tuple[_TapePlan, list[_Program]]:
+        if tape.batch_size:
+            expanded, unbroadcast = qml.transforms.broadcast_expand(tape)
+        else:
+            expanded, unbroadcast = (tape,), None
+        if tape.shots:
+            kinds = {measurement_kind(mp) for mp in tape.measurements}
+            if not kinds <= _SAMPLED:
+                raise UnsupportedCircuitError(
+                    f"{self.label} returns {', '.join(sorted(kinds - _SAMPLED))}() only "
+                    f"without shots (exact mode); with shots it supports "
+                    f"{', '.join(sorted(_SAMPLED))}"
+                )
+            split, recombine = sampling_tapes(expanded)
+            programs, used = [], []
+            for t in split:
+                source, acted = to_openqasm3(t)
+                programs.append(_Program(source, t.shots.total_shots))
+                used.append(acted)
+        else:
+            kinds = {measurement_kind(mp) for mp in tape.measurements}
+            if self.device == "braket_dm" and any(
+                type(mp) is qml.measurements.StateMP for mp in tape.measurements
+            ):
+                raise UnsupportedCircuitError(
+                    f"{self.label} simulates density matrices; qml.state() needs "
+                    f"device='braket_sv' (or measure qml.density_matrix(wires))"
+                )
+            if not kinds <= _EXACT:
+                raise UnsupportedCircuitError(
+                    f"{self.label} returns {', '.join(sorted(kinds - _EXACT))}() only with "
+                    f"shots; set shots on the QNode or the executor"
+                )
+            split, recombine = tuple(expanded), tuple
+            pragma = "state_vector" if self.device == "braket_sv" else "density_matrix"
+            want_phase = any(
+                isinstance(mp, qml.measurements.StateMP) for mp in tape.measurements
+            )
+            programs, used = [], []
+            for t in split:
+                source, acted = to_openqasm3(
+                    t, measure=False, result_pragmas=[pragma], global_phase=want_phase
+                )
+                programs.append(_Program(source, 0))
+                used.append(acted)
+        return _TapePlan(tuple(split), tuple(used), recombine, unbroadcast), programs
+
+    def translate(self, tapes: tuple[QuantumScript, ...]) -> Any:
+        plans, programs = [], []
+        for tape in tapes:
+            plan, tape_programs = self._plan(tape)
+            plans.append(plan)
+            programs.extend(tape_programs)
+        payload = _Payload(tuple(plans), tuple(programs))
+        if self.parallel is None:
+            # Simulate here, on the caller's thread (as LocalExecutor does): no hand-off.
+            submitted_at, started = time.time(), time.perf_counter()
+            cache = self._runtime.setdefault("simulators", {})
+            outputs = _simulate(self.device, self.seed, self.noise_model, payload.programs, cache)
+            return payload, _InlineRun(outputs, submitted_at, time.perf_counter() - started)
+        return payload, None
+
+    def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
+        results = []
+        for tape_raw in raw:
+            plan, outputs = tape_raw
+            values = [
+                self._result(t, acted, output)
+                for t, acted, output in zip(plan.tapes, plan.used, outputs, strict=True)
+            ]
+            combined = plan.recombine(values)
+            results.append(plan.unbroadcast(combined) if plan.unbroadcast else combined[0])
+        return results
+
+    def _result(self, tape: QuantumScript, used: frozenset[int], output: np.ndarray) -> Any:
+        if tape.shots:
+            return result_from_samples(tape, output)
+        # Exact: PennyLane's own state measurements (what default.qubit/default.mixed
+        # do), on the tape with wires 0..n-1 = q[0..n-1].
+        dm = self.device == "braket_dm"
+        n = len(tape.wires)
+        values = _expand(output, used, n, dm).reshape([2] * (2 * n if dm else n))
+        measure = qml.devices.qubit_mixed.measure if dm else qml.devices.qubit.measure
+        standard = tape.map_to_standard_wires()
+        processed = [measure(mp, values) for mp in standard.measurements]
+        return processed[0] if len(processed) == 1 else tuple(processed)
+
+    # -- event loop ------------------------------------------------------------------------
+
+    def _pool(self) -> concurrent.futures.Executor:
+        pool = self._runtime.get("pool")
+        if pool is None:
+            # spawn: forking a process that runs the dispatcher thread is unsafe.
+            pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn")
+            )
+            self._runtime["pool"] = pool
+        return pool
+
+    async def _start(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
+        import asyncio
+
+        batch, inline = payload
+        if inline is not None:
+            return (batch, asyncio.sleep(0, result=inline.outputs)), ()
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(
+            self._pool(), _simulate, self.device, self.seed, self.noise_model, batch.programs
+        )
+        return (batch, work), ()
+
+    async def _collect(self, job: Any) -> list[Any]:
+        batch, work = job
+        return self._per_tape(batch, await work)
+
+    async def _cancel(self, job: Any) -> None:
+        _, work = job
+        if hasattr(work, "cancel"):
+            work.cancel()
+
+    @staticmethod
+    def _per_tape(batch: _Payload, outputs: Sequence[Any]) -> list[Any]:
+        per_tape, i = [], 0
+        for plan in batch.plans:
+            n = len(plan.tapes)
+            per_tape.append((plan, tuple(outputs[i : i + n])))
+            i += n
+        return per_tape
+
+    def completed_inline(self, prepared: Prepared) -> BatchResult | None:
+        batch, inline = prepared.payload
+        if inline is None or self.max_concurrent or self.rate:
+            return None
+        raw = self._per_tape(batch, inline.outputs)
+        return BatchResult(
+            self.finish(prepared.tapes, raw),
+            RunMetadata(
+                executor=self.label,
+                backend=self.backend,
+                num_circuits=prepared.num_circuits,
+                execution_time=inline.seconds,
+                submitted_at=inline.submitted_at,
+            ),
+        )

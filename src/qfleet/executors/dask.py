@@ -1,0 +1,369 @@
+"""DaskExecutor: fan tapes out to a ``dask.distributed`` cluster of PennyLane simulators.
+
+The same code runs a sweep on a laptop (a LocalCluster of worker processes that the
+executor starts) and on many machines (``address`` of a running scheduler): each dask
+worker simulates its chunk of tapes with a PennyLane simulator (lightning.qubit by default).
+
+Where the work happens:
+
+- caller's thread (``translate``): tapes are cloudpickled, one blob per tape, so neither
+  the event loop nor dask's serialization ever touches a PennyLane object;
+- the background loop: dask's asynchronous client submits chunks and gathers results
+  (I/O only);
+- dask workers (processes): unpickle, simulate, return PennyLane results.
+
+A worker lost mid-batch is dask's to handle: the scheduler reruns its tasks elsewhere
+(up to ``distributed.scheduler.allowed-failures`` times per task). Results come back in
+tape order.
+
+distributed is imported only when a batch runs (extra ``qfleet[dask]``); workers need
+qfleet and the simulator installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import dataclasses
+import itertools
+import logging
+import math
+import multiprocessing
+import os
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import pennylane as qml
+from pennylane.exceptions import DeviceError
+from pennylane.tape import QuantumScript
+from pydantic import Field, field_validator
+
+from qfleet.errors import ConfigError, ExecutorError
+from qfleet.executors.base import QuantumExecutor
+from qfleet.executors.local import _Simulator
+
+log = logging.getLogger(__name__)
+
+#: Tasks per worker thread when ``chunk_size`` is None: a few, so a slow or lost worker's
+#: share is small, few enough that per-task overhead stays negligible.
+TASKS_PER_THREAD = 2
+
+
+# -- worker side ----------------------------------------------------------------------------
+
+_worker_simulators: dict[tuple, _Simulator] = {}
+
+
+def _run_chunk(device: str, options: tuple, seed: int | None, blobs: tuple[bytes, ...]) -> tuple:
+    """Simulate one chunk on a dask worker (any thread of it); PennyLane results per tape."""
+    import cloudpickle
+
+    from qfleet.runtime.queuing import make_queuing_thread_safe
+
+    # Worker threads may simulate side by side; PennyLane's recording contexts are global.
+    make_queuing_thread_safe()
+    tapes = tuple(cloudpickle.loads(blob) for blob in blobs)
+    if seed is not None:
+        # A seeded chunk gets a simulator of its own: its samples do not depend on which
+        # worker ran it or what ran there before.
+        return _Simulator(device, {**dict(options), "seed": seed}).run(tapes)
+    key = (device, options, threading.get_ident())
+    simulator = _worker_simulators.get(key)
+    if simulator is None:
+        simulator = _worker_simulators[key] = _Simulator(device, dict(options))
+    return simulator.run(tapes)
+
+
+# -- client side (the background loop) ------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Connection:
+    client: Any
+    cluster: Any = None
+    """The LocalCluster this process started (None: an existing scheduler)."""
+    _threads: tuple[float, int] = (0.0, 0)
+
+    async def threads(self) -> int:
+        """Worker threads in the cluster (asked at most once a second; it may scale)."""
+        checked, count = self._threads
+        now = time.monotonic()
+        if now - checked > 1.0 or not count:
+            count = sum((await self.client.nthreads()).values())
+            self._threads = (now, count)
+        return max(count, 1)
+
+    async def close(self) -> None:
+        try:
+            await self.client.close()
+        finally:
+            if self.cluster is not None:
+                await self.cluster.close()
+
+
+#: Per process: (loop id, cluster key) -> connection; shared by equal executors.
+_connections: dict[tuple, _Connection] = {}
+_connecting: dict[tuple, asyncio.Lock] = {}
+_atexit_registered = False
+
+
+def _close_all() -> None:
+    """Close this process's clients and LocalClusters (at exit)."""
+    from qfleet.runtime import get_dispatcher
+
+    connections = list(_connections.values())
+    _connections.clear()
+    if not connections:
+        return
+
+    async def close() -> None:
+        await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
+
+    try:
+        get_dispatcher().run(close(), timeout=15)
+    except Exception as exc:  # exiting anyway; dask's own finalizers stop the processes
+        log.debug("closing dask connections at exit: %s", exc)
+
+
+def _forget_after_fork() -> None:
+    _connections.clear()
+    _connecting.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    futures: tuple
+    sizes: tuple[int, ...]
+    client: Any
+
+
+class DaskExecutor(QuantumExecutor):
+    """Runs tapes on a dask.distributed cluster, each worker simulating with a PennyLane
+    simulator.
+
+    ``address``: a running scheduler (``"tcp://10.0.0.5:8786"``); None: start a LocalCluster
+    of ``n_workers`` worker processes (one per core by default) on 127.0.0.1, shared by
+    equal executors in this process and closed at exit. ``device``/``device_options``: the
+    simulator each worker uses. ``chunk_size``: tapes per dask task (None: about
+    two tasks per worker thread). ``seed`` makes shots reproducible: each chunk gets a
+    simulator seeded from (seed, batch number, chunk index).
+
+    Example:
+        >>> ex = DaskExecutor(n_workers=4)                       # this machine
+        >>> ex = DaskExecutor(address="tcp://scheduler:8786")    # a cluster
+        >>> @qelectron(executors=ex)
+        ... @qml.qnode(qml.device("default.qubit", wires=20))
+        ... def circuit(x): ...
+    """
+
+    address: str | None = None
+    n_workers: int | None = Field(default=None, gt=0)
+    """LocalCluster only: worker processes (None: dask's default, one per core)."""
+    threads_per_worker: int = Field(default=1, gt=0)
+    """LocalCluster only: threads per worker process."""
+    processes: bool = True
+    """LocalCluster only: worker processes (True) or threads of this process (False).
+    Inside a daemonic process (a worker of another dask cluster) threads are used."""
+    device: str = "lightning.qubit"
+    device_options: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = None
+    chunk_size: int | None = Field(default=None, gt=0)
+    connect_timeout: float = Field(default=30.0, gt=0)
+    """Seconds to wait for the scheduler (and a LocalCluster's start)."""
+
+    backend_kind: ClassVar[str] = "dask"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        installed = set(qml.plugin_devices) | {"default.qubit", "default.mixed"}
+        if value not in installed or value.startswith("qfleet."):
+            usable = sorted(d for d in installed if not d.startswith("qfleet."))
+            raise ValueError(
+                f"unknown PennyLane device {value!r}; installed simulators: {', '.join(usable)}"
+            )
+        return value
+
+    @property
+    def backend(self) -> str:
+        where = self.address or "local"
+        return f"dask:{where}:{self.device}"
+
+    def supports_operation(self, op: Any) -> bool:
+        # The workers run the same simulator: ask a local one (caller's thread).
+        simulator = self._runtime.get("probe")
+        if simulator is None:
+            try:
+                simulator = self._runtime["probe"] = _Simulator(self.device, self._options())
+            except TypeError as exc:
+                raise ConfigError(
+                    f"{self.label}: {self.device} rejected device_options "
+                    f"{sorted(self.device_options)}: {exc}"
+                ) from exc
+        try:
+            simulator.preprocess((QuantumScript([op]),))
+        except DeviceError:
+            return False
+        return True
+
+    def _options(self) -> dict[str, Any]:
+        return dict(self.device_options)
+
+    # -- caller's thread -------------------------------------------------------------------
+
+    def translate(self, tapes: tuple[QuantumScript, ...]) -> Any:
+        import cloudpickle
+
+        blobs = tuple(cloudpickle.dumps(tape) for tape in tapes)
+        counter = self._runtime.setdefault("batches", itertools.count())
+        return blobs, next(counter)
+
+    # -- event loop ------------------------------------------------------------------------
+
+    def _cluster_key(self) -> tuple:
+        if self.address:
+            return ("address", self.address)
+        return ("local", self.n_workers, self.threads_per_worker, self.processes)
+
+    async def _connection(self) -> _Connection:
+        global _atexit_registered
+        key = (id(asyncio.get_running_loop()), self._cluster_key())
+        conn = _connections.get(key)
+        if conn is not None and conn.client.status == "running":
+            return conn
+        lock = _connecting.setdefault(key, asyncio.Lock())
+        async with lock:
+            conn = _connections.get(key)
+            if conn is not None and conn.client.status == "running":
+                return conn
+            conn = await asyncio.wait_for(self._connect(), self.connect_timeout)
+            _connections[key] = conn
+            if not _atexit_registered:
+                atexit.register(_close_all)
+                _atexit_registered = True
+            return conn
+
+    async def _connect(self) -> _Connection:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise ConfigError(
+                "DaskExecutor needs dask.distributed: pip install 'qfleet[dask]'"
+            ) from exc
+        if self.address:
+            try:
+                client = await Client(
+                    self.address,
+                    asynchronous=True,
+                    set_as_default=False,
+                    timeout=self.connect_timeout,
+                )
+            except (OSError, TimeoutError) as exc:
+                raise ExecutorError(
+                    f"no dask scheduler answered at {self.address}: {exc}",
+                    executor=self.label,
+                    transient=True,
+                ) from exc
+            return _Connection(client)
+        processes = self.processes
+        if processes and multiprocessing.current_process().daemon:
+            warnings.warn(
+                f"{self.label}: this is a daemonic process (a worker of another cluster), "
+                f"which cannot start worker processes; the LocalCluster uses threads",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            processes = False
+        cluster = await LocalCluster(
+            n_workers=self.n_workers,
+            threads_per_worker=self.threads_per_worker,
+            processes=processes,
+            host="127.0.0.1",
+            dashboard_address=None,
+            asynchronous=True,
+        )
+        try:
+            client = await Client(cluster, asynchronous=True, set_as_default=False)
+        except BaseException:
+            await cluster.close()
+            raise
+        return _Connection(client, cluster)
+
+    async def _chunk_sizes(self, n: int, conn: _Connection) -> list[int]:
+        if self.chunk_size:
+            size = self.chunk_size
+        else:
+            size = math.ceil(n / (await conn.threads() * TASKS_PER_THREAD))
+        sizes = [size] * (n // size)
+        if n % size:
+            sizes.append(n % size)
+        return sizes
+
+    async def _start(self, payload: Any) -> tuple[_Job, tuple[str, ...]]:
+        blobs, batch_no = payload
+        conn = await self._connection()
+        client = conn.client
+        sizes = await self._chunk_sizes(len(blobs), conn)
+        options = tuple(sorted(self._options().items()))
+        token = uuid.uuid4().hex[:12]
+        futures, start = [], 0
+        for i, size in enumerate(sizes):
+            seed = None
+            if self.seed is not None:
+                sequence = np.random.SeedSequence([self.seed, batch_no, i])
+                seed = int(sequence.generate_state(1)[0])
+            futures.append(
+                client.submit(
+                    _run_chunk,
+                    self.device,
+                    options,
+                    seed,
+                    blobs[start : start + size],
+                    key=f"qfleet-{token}-{i}",
+                    pure=False,
+                )
+            )
+            start += size
+        return _Job(tuple(futures), tuple(sizes), client), tuple(f.key for f in futures)
+
+    async def _collect(self, job: _Job) -> Sequence[Any]:
+        try:
+            chunks = await job.client.gather(list(job.futures))
+        except Exception as exc:
+            if type(exc).__name__ == "KilledWorker":  # a task killed its workers repeatedly
+                raise ExecutorError(
+                    f"dask workers died running this batch ({exc}); check the workers' "
+                    f"memory for the circuit size",
+                    executor=self.label,
+                    transient=True,
+                ) from exc
+            raise
+        return [result for chunk in chunks for result in chunk]
+
+    async def _cancel(self, job: _Job) -> None:
+        try:
+            await job.client.cancel(list(job.futures))
+        except Exception as exc:  # the client may already be closed
+            log.debug("%s: cancelling dask futures: %s", self.label, exc)
+
+    async def close(self) -> None:
+        """Close this executor's client (and the LocalCluster it started) in this process."""
+        key = (id(asyncio.get_running_loop()), self._cluster_key())
+        conn = _connections.pop(key, None)
+        if conn is not None:
+            await conn.close()
+
+    def close_sync(self) -> None:
+        """Sync wrapper of :meth:`close`."""
+        from qfleet.runtime import get_dispatcher
+
+        get_dispatcher().run(self.close())
