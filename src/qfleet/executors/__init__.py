@@ -18,6 +18,7 @@ from qfleet.executors.qutech import Executor2300  # pyzmq is imported lazily
 from qfleet.executors.classiq import ClassiqExecutor  # classiq is imported lazily
 from qfleet.executors.dask import DaskExecutor  # distributed is imported lazily
 from qfleet.executors.braket import BraketLocalExecutor  # braket is imported lazily
+from qfleet.executors.azure import AzureCredential, AzureExecutor  # azure is imported lazily
 
 Simulator = LocalExecutor
 QCluster = QuantumCluster
@@ -25,10 +26,12 @@ QCluster = QuantumCluster
 
 def executor_classes() -> dict[str, type[QuantumExecutor]]:
     """Executor classes that config sections (``[executors.<Name>]``) may configure."""
-    return {cls.__name__: cls for cls in (LocalExecutor, QiskitExecutor, Executor2300, ClassiqExecutor, DaskExecutor, BraketLocalExecutor, QuantumCluster)}
+    return {cls.__name__: cls for cls in (LocalExecutor, QiskitExecutor, Executor2300, ClassiqExecutor, AzureExecutor, DaskExecutor, BraketLocalExecutor, QuantumCluster)}
 
 
 __all__ = [
+    "AzureCredential",
+    "AzureExecutor",
     "BatchHandle",
     "BatchResult",
     "BraketLocalExecutor",
