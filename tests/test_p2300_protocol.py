@@ -5,6 +5,7 @@ heartbeat and calibration, and a corpus of bad messages the emulator must surviv
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -27,6 +28,20 @@ pytest_plugins = ["p2300_support"]  # the emulator fixtures
 def raw_request(*args, **kwargs):
     # imported late: pytest must import (and assert-rewrite) the plugin first
     from p2300_support import raw_request as impl
+
+    return impl(*args, **kwargs)
+
+
+def child_pids(*args, **kwargs):
+    # imported late: pytest must import (and assert-rewrite) the plugin first
+    from p2300_support import child_pids as impl
+
+    return impl(*args, **kwargs)
+
+
+def pid_alive(*args, **kwargs):
+    # imported late: pytest must import (and assert-rewrite) the plugin first
+    from p2300_support import pid_alive as impl
 
     return impl(*args, **kwargs)
 
@@ -289,6 +304,8 @@ def test_server_dead_mid_batch_fails_with_a_typed_error(emulators):
     check_rx(ex.execute(rx_tapes(1)))
     future = ex.run_later(rx_tapes(6))
     time.sleep(0.4)
+    workers = child_pids(emu.proc.pid)  # its simulator process
+    assert workers or not os.path.exists("/proc")
     emu.kill()
     started = time.monotonic()
     with pytest.raises(ExecutorTimeoutError, match="no reply") as info:
@@ -296,6 +313,8 @@ def test_server_dead_mid_batch_fails_with_a_typed_error(emulators):
     # 3 attempts of 0.5 s, plus one 0.5 s terminate attempt, plus slack
     assert time.monotonic() - started < 0.5 * 4 + 2
     assert info.value.transient
+    # a killed server leaves no simulator process behind
+    assert wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=5), workers
 
 
 def test_cli_rejects_bad_options(capsys):

@@ -29,6 +29,7 @@ import dataclasses
 import ipaddress
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -261,12 +262,21 @@ class Simulator:
         return ExecuteResult(job_id=payload.job_id, results=counts, raw_data=raw)
 
 
-def _worker_main(conn: Any, config: dict[str, Any]) -> None:
-    """The simulator process: (payload dict, seed) in, ("ok", result) or ("error", text) out."""
+def _worker_main(conn: Any, config: dict[str, Any], inherited: Any, server_pid: int) -> None:
+    """The simulator process: (payload dict, seed) in, ("ok", result) or ("error", text) out.
+
+    It ends when the server closes the pipe, sends None, or dies (a killed server sends
+    nothing: the child notices that its parent changed).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when to stop
+    if inherited is not None:
+        inherited.close()  # a forked child holds the server's end too: no EOF without this
     simulator = Simulator(**config)
     while True:
         try:
+            while not conn.poll(1.0):
+                if os.getppid() != server_pid:
+                    return
             message = conn.recv()
         except (EOFError, OSError):
             return
@@ -304,7 +314,10 @@ class SimulatorProcess:
         context = multiprocessing.get_context(method)
         parent, child = context.Pipe()
         process = context.Process(
-            target=_worker_main, args=(child, self.config), name="2300-simulator", daemon=True
+            target=_worker_main,
+            args=(child, self.config, parent if method == "fork" else None, os.getpid()),
+            name="2300-simulator",
+            daemon=True,
         )
         process.start()
         child.close()
