@@ -279,3 +279,38 @@ def test_kill_9_then_reattached_by_classiq_job_id(standin, monkeypatch):
     remote_after = standin.state()["jobs"]
     assert set(remote_after) == set(remote_before)  # no new Classiq job: re-attached
     assert all(remote_after[i] == "COMPLETED" for i in remote_ids)
+
+
+def test_cancel_from_another_process(standin):
+    standin.configure(delay=60)
+    code = f"""
+        import json
+        import qfleet as qf
+        ex = qf.executor.ClassiqExecutor(host={standin.url!r}, token={TOKEN!r})
+        with qf.ExecutionSession({QASM!r}, ex) as es:
+            job = es.submit_sample({{"t": 0.4}})
+            print(json.dumps({{"id": job.id}}), flush=True)
+            print(json.dumps({{"status": job.poll(timeout_sec=60).value}}), flush=True)
+    """
+    owner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=dict(os.environ),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        job = qf.ExecutionJob.from_id(json.loads(owner.stdout.readline())["id"])
+        deadline = time.monotonic() + 30
+        while not job.backend_job_ids and time.monotonic() < deadline:
+            time.sleep(0.05)
+            job._refresh()
+        [remote_id] = job.backend_job_ids
+        started = time.monotonic()
+        job.cancel()  # owned by the other (live) process
+        assert standin.state()["jobs"][remote_id] == "CANCELLED"  # by id, at once
+        assert json.loads(owner.stdout.readline()) == {"status": "CANCELLED"}
+        assert owner.wait(30) == 0
+        assert time.monotonic() - started < 20
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(10)
+        owner.stdout.close()
+        owner.stderr.close()
+    assert qf.ExecutionJob.from_id(job.id).status is JobStatus.CANCELLED

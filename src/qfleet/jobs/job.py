@@ -756,8 +756,9 @@ class ExecutionJob:
     # -- control -------------------------------------------------------------------------
 
     def cancel(self) -> None:
-        """Cancel the job: its status becomes CANCELLED at once, and the backend work is
-        cancelled (here, or by the owning process within a couple of seconds). Raises
+        """Cancel the job: its status becomes CANCELLED at once; its backend jobs are
+        cancelled by id where the executor can (Classiq), and the process running it stops
+        (at once if that is this process, else within a couple of seconds). Raises
         JobAlreadyFinishedError if the job already finished."""
         row = self._refresh()
         if JobStatus(row["status"]).is_final():
@@ -776,11 +777,13 @@ class ExecutionJob:
         run = _active_run(self.id)
         if run is not None:
             run.future.cancel()
-        elif not owner_alive(row["owner_host"], row["owner_pid"], row["owner_started"], row["heartbeat"]):
-            self._cancel_orphaned_backend_jobs(row)
+        else:
+            # Another process owns it (it stops at its next heartbeat), or nobody does:
+            # cancel the backend's jobs by id now where the executor can.
+            self._cancel_backend_jobs(row)
         self._refresh()
 
-    def _cancel_orphaned_backend_jobs(self, row: dict[str, Any]) -> None:
+    def _cancel_backend_jobs(self, row: dict[str, Any]) -> None:
         job_ids = json.loads(row["backend_job_ids"] or "[]")
         if not job_ids or not row.get("runner"):
             return
