@@ -263,7 +263,7 @@ class State:
                 output = self.execute(job)
         except Exception as exc:  # the job fails; the client reads errorData
             error = {"code": "InvalidInputData", "message": f"{type(exc).__name__}: {exc}"}
-        remaining = delay - (time.monotonic() - started)
+        remaining = delay - (time.monotonic() - started) if error is None else 0.0
         with self.lock:
             deadline = time.monotonic() + max(remaining, 0)
             while job["status"] == "Executing" and time.monotonic() < deadline:

@@ -205,6 +205,21 @@ def masked(config: QFleetConfig) -> dict[str, Any]:
         for field, value in values.items():
             annotation = str(fields[field].annotation)
             secret = "SecretStr" in annotation or isinstance(value, SecretStr)
+            if isinstance(value, dict) and not secret:
+                value = _mask_nested(fields[field].annotation, value)
             shown[field] = "**********" if secret and value else value
         out["executors"][name] = shown
     return out
+
+
+def _mask_nested(annotation: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """A table for a model-typed field (e.g. AzureExecutor's ``credentials``) with that model's
+    SecretStr fields masked."""
+    import typing
+
+    models = [a for a in (annotation, *typing.get_args(annotation))
+              if isinstance(a, type) and issubclass(a, BaseModel)]
+    secret = {name for model in models for name, info in model.model_fields.items()
+              if "SecretStr" in str(info.annotation)}
+    return {k: "**********" if (k in secret or isinstance(v, SecretStr)) and v else v
+            for k, v in values.items()}

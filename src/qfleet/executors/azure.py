@@ -456,7 +456,7 @@ class AzureExecutor(QuantumExecutor):
     # -- properties ------------------------------------------------------------------------
 
     @property
-    def backend(self) -> str:
+    def backend_description(self) -> str:
         return self.backend_name
 
     @property
