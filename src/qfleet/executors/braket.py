@@ -268,7 +268,7 @@ class BraketLocalExecutor(QuantumExecutor):
         return self
 
     @property
-    def backend(self) -> str:
+    def backend_description(self) -> str:
         return f"braket:{self.device}"
 
     @property
@@ -422,7 +422,7 @@ class BraketLocalExecutor(QuantumExecutor):
             self.finish(prepared.tapes, raw),
             RunMetadata(
                 executor=self.label,
-                backend=self.backend,
+                backend=self.backend_description,
                 num_circuits=prepared.num_circuits,
                 execution_time=inline.seconds,
                 submitted_at=inline.submitted_at,

@@ -73,7 +73,8 @@ class _Job:
 # -- the SDK's process-wide client --------------------------------------------------------
 
 _sdk_lock = threading.RLock()
-_installed: tuple[str | None, str | None] | None = None
+_installed: tuple[tuple[str | None, str | None], Any] | None = None
+"""(host, token) and the SDK client this module installed for them."""
 
 
 def _use_client(host: str | None, token: str | None) -> None:
@@ -82,13 +83,13 @@ def _use_client(host: str | None, token: str | None) -> None:
     from classiq._internals import client as client_module
 
     key = (host, token)
-    if _installed == key and client_module.DEFAULT_CLIENT is not None:
+    current = client_module.DEFAULT_CLIENT
+    if _installed is not None and _installed[0] == key and current is _installed[1]:
         return
     if host is None and token is None:
-        if _installed is not None:
+        if _installed is not None and current is _installed[1]:
             client_module.DEFAULT_CLIENT = None  # back to the SDK's own configuration
-        client_module.client()
-        _installed = key
+        _installed = (key, client_module.client())
         return
     from classiq._internals import config as config_module
     from classiq._internals.authentication import password_manager, token_manager
@@ -128,7 +129,7 @@ def _use_client(host: str | None, token: str | None) -> None:
     client_module.set_client(client)
     if conf.should_check_host:
         client.check_host()
-    _installed = key
+    _installed = (key, client)
 
 
 class ClassiqExecutor(QuantumExecutor):
@@ -136,8 +137,11 @@ class ClassiqExecutor(QuantumExecutor):
     reaches) through the classiq SDK.
 
     Example:
-        >>> ex = ClassiqExecutor(backend_preferences="classiq/simulator", num_shots=2000)
-        >>> ex.run_circuit_sync(QuantumScript([qml.RX(0.5, 0)], [qml.probs(wires=0)]))
+        >>> ex = ClassiqExecutor(backend_preferences="classiq/simulator")
+        >>> ex.run_circuit_sync(QuantumScript([qml.RX(0.5, 0)], [qml.probs(wires=0)], shots=2000))
+        array([0.9395, 0.0605])
+        >>> ex.run_circuit_sync(QuantumScript([qml.RX(0.5, 0)], [qml.expval(qml.Z(0))]))  # exact
+        0.8775825618903728
     """
 
     backend_preferences: dict[str, Any] = Field(
@@ -185,6 +189,25 @@ class ClassiqExecutor(QuantumExecutor):
                 "(or a 'provider/backend' string)"
             )
         return value
+
+    # -- pickling: tokens never travel ---------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["__dict__"] = {**state["__dict__"], "token": None}
+        return state
+
+    def _token(self) -> str | None:
+        """The token: this executor's, else this process's config file/env (an unpickled
+        executor carries none), else None (the SDK's own credentials)."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        from qfleet.config import executor_defaults
+
+        token = executor_defaults(type(self)).get("token")
+        if isinstance(token, SecretStr):
+            return token.get_secret_value()
+        return token or None
 
     @property
     def _provider(self) -> str:
@@ -262,8 +285,7 @@ class ClassiqExecutor(QuantumExecutor):
             def __enter__(self):
                 _sdk_lock.acquire()
                 try:
-                    token = executor.token.get_secret_value() if executor.token else None
-                    _use_client(executor.host, token)
+                    _use_client(executor.host, executor._token())
                 except BaseException:
                     _sdk_lock.release()
                     raise

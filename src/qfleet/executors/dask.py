@@ -194,7 +194,7 @@ class DaskExecutor(QuantumExecutor):
         return value
 
     @property
-    def backend(self) -> str:
+    def backend_description(self) -> str:
         where = self.address or "local"
         return f"dask:{where}:{self.device}"
 
