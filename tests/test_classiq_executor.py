@@ -177,6 +177,7 @@ def test_qelectron_on_classiq(standin):
 
 
 def test_session_on_classiq(standin):
+    before = set(standin.state()["sessions"])
     ex = executor(standin)
     prefs = qf.ExecutionPreferences(num_shots=2000, backend=ex, random_seed=21, job_name="cq")
     with qf.ExecutionSession(QASM, prefs) as es:
@@ -197,6 +198,17 @@ def test_session_on_classiq(standin):
     remote = standin.state()["jobs"]
     assert all(remote[i] == "COMPLETED" for i in job.backend_job_ids)
     assert job.name == "cq" and "classiq:Classiq/simulator" in job.backend
+    sessions = [s for i, s in standin.state()["sessions"].items() if i not in before]
+    assert len(sessions) == 1 + 2 + 1 + 2 and all(s["closed"] for s in sessions)
+    assert {s["preferences"]["random_seed"] for s in sessions} == {21}
+    assert {s["preferences"]["backend_preferences"]["backend_name"] for s in sessions} == {"simulator"}
+
+    # transpilation and shots reach Classiq's execution preferences
+    prefs = qf.ExecutionPreferences(num_shots=123, backend=ex, transpile_to_hardware="none")
+    with qf.ExecutionSession(QASM, prefs) as es:
+        assert es.sample({"t": 0.1}).num_shots == 123
+    newest = list(standin.state()["sessions"].values())[-1]["preferences"]
+    assert newest["transpile_to_hardware"] == "none" and newest["num_shots"] == 123
 
     # a cluster of Classiq and a local simulator: both exact, so the estimate is exact
     cluster = qf.QuantumCluster(executors=[ex, qf.LocalExecutor()])

@@ -287,6 +287,20 @@ def test_cancel_a_running_job_and_a_finished_one():
         assert done.status is JobStatus.COMPLETED
 
 
+def test_a_job_whose_driver_ended_without_a_record_is_run_again():
+    from qfleet.jobs.job import current_owner
+
+    with qf.ExecutionSession(QASM, qf.ExecutionPreferences(num_shots=50)) as es:
+        job = es.submit_sample({"t": 0.5})
+        job.result()
+    # as if the final write had been lost: RUNNING, owned by this process, nothing running
+    host, pid, started = current_owner()
+    JobStore.default().update(job.id, {"status": "RUNNING", "results": None, "owner_host": host,
+                                       "owner_pid": pid, "owner_started": started})
+    assert job.get_sample_result(timeout_sec=30).num_shots == 50
+    assert job.attempts == 2
+
+
 def test_rename_and_job_name():
     with qf.ExecutionSession(QASM, qf.ExecutionPreferences(job_name="first")) as es:
         job = es.submit_sample({"t": 0.1})

@@ -417,7 +417,15 @@ def make_handler(service: Service):
                 with service.lock:
                     state = {
                         "jobs": {i: str(j["details"]["status"]) for i, j in service.jobs.items()},
-                        "sessions": {i: s["closed"] for i, s in service.sessions.items()},
+                        "sessions": {
+                            i: {
+                                "closed": s["closed"],
+                                "preferences": json.loads(
+                                    s["request"].execution_preferences.model_dump_json()
+                                ),
+                            }
+                            for i, s in service.sessions.items()
+                        },
                         "requests": list(service.requests),
                     }
                 return self._send(200, state)

@@ -225,13 +225,15 @@ class _Run:
 
 
 _running: dict[str, _Run] = {}
+_launched: set[str] = set()  # every job this process started driving (never shrinks)
 _running_lock = threading.Lock()
 _exiting = False
 
 
 def _forget_after_fork() -> None:
-    global _running, _running_lock, _me
+    global _running, _launched, _running_lock, _me
     _running = {}
+    _launched = set()
     _running_lock = threading.Lock()
     _me = None
 
@@ -374,15 +376,19 @@ def results_from_values(kind: str, parameters: list[dict[str, Any]], layout: lis
 
     items = []
     for params, value, lay in zip(parameters, values, layout, strict=True):
+        # An executor with a shot vector of its own returns one entry per shot bin.
+        bins = list(value) if isinstance(value, (tuple, list)) else [value]
         if kind == "sample":
             circuit = BoundCircuit([], None, None, lay["num_bits"], tuple(lay["positions"]), lay["order"])
             counts: dict[str, int] = {}
-            for bits, count in dict(value).items():
-                key = circuit.bitstring(str(bits))
-                counts[key] = counts.get(key, 0) + int(count)
+            for part in bins:
+                for bits, count in dict(part).items():
+                    key = circuit.bitstring(str(bits))
+                    counts[key] = counts.get(key, 0) + int(count)
             items.append({"parameters": params, "counts": counts, "num_shots": sum(counts.values())})
         else:
-            items.append({"parameters": params, "value": float(value), "num_shots": lay.get("shots")})
+            value = sum(float(v) for v in bins) / len(bins)
+            items.append({"parameters": params, "value": value, "num_shots": lay.get("shots")})
     return {"kind": kind, "items": items}
 
 
@@ -475,6 +481,7 @@ def launch(store: JobStore, job_id: str, prepared: Any, post: tuple, handle: Any
     run = _Run(future, prepared, store)
     with _running_lock:
         _running[job_id] = run
+        _launched.add(job_id)
 
     def forget(_):
         with _running_lock:
@@ -574,9 +581,14 @@ class ExecutionJob:
     def error(self) -> str | None:
         return self._row.get("error")
 
+    def _full(self) -> dict[str, Any]:
+        """The whole row (jobs from get_execution_jobs carry only the listed columns)."""
+        return self._row if "tapes" in self._row else self._refresh()
+
     @property
     def parameters(self) -> list[dict[str, Any]]:
-        return json.loads(self._row["parameters"]) if "parameters" in self._row else []
+        """The parameter sets, one dict per set."""
+        return json.loads(self._full()["parameters"])
 
     @property
     def is_batch(self) -> bool:
@@ -588,9 +600,8 @@ class ExecutionJob:
 
     @property
     def program(self) -> str | None:
-        if "program" not in self._row:
-            self._refresh()
-        return self._row.get("program")
+        """The program's text (OpenQASM, Python source, ...)."""
+        return self._full().get("program")
 
     @property
     def attempts(self) -> int:
@@ -626,9 +637,15 @@ class ExecutionJob:
                 delay = min(delay * 1.5, 0.5)
 
     def _take_over_if_orphaned(self, row: dict[str, Any]) -> _Run | None:
-        if owner_alive(row["owner_host"], row["owner_pid"], row["owner_started"], row["heartbeat"]):
-            return None
         previous = (row["owner_host"], row["owner_pid"], row["owner_started"])
+        if previous == current_owner():
+            with _running_lock:
+                ended = self.id in _launched and self.id not in _running
+            if not ended:
+                return None  # being launched right now
+            # else: ours, but its driver ended without recording a final status
+        elif owner_alive(*previous, row["heartbeat"]):
+            return None
         if not self._store.claim(self.id, previous, current_owner()):
             return _active_run(self.id)  # someone else took it (or it finished)
         self._refresh()

@@ -289,5 +289,10 @@ class ExecutionSession:
         row["tapes"] = pickle.dumps(tuple(prepared.tapes))
         row["runner"] = dumps(executor_spec(prepared.executor))
         store.insert(row)
-        launch(store, job_id, prepared, (kind, sets, layout))
+        try:
+            launch(store, job_id, prepared, (kind, sets, layout))
+        except BaseException as exc:
+            store.update(job_id, {"status": "FAILED", "ended_at": time.time(),
+                                  "error": f"{type(exc).__name__}: {exc}"}, active_only=True)
+            raise
         return ExecutionJob(row, store)

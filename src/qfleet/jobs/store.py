@@ -253,18 +253,12 @@ class JobStore:
         return self._run(sql, params).rowcount == 1
 
     def claim(self, job_id: str, previous: Owner, new: Owner) -> bool:
-        """Take over an unfinished job from ``previous`` (a dead or departed owner)."""
-        return self.update(
-            job_id,
-            {
-                "owner_host": new[0], "owner_pid": new[1], "owner_started": new[2],
-                "heartbeat": time.time(),
-            },
-            active_only=True,
-            owner=previous,
-            where="1 = 1",
-        ) and self._bump_attempts(job_id)
-
-    def _bump_attempts(self, job_id: str) -> bool:
-        self._run("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (job_id,))
-        return True
+        """Take over an unfinished job from ``previous`` (a dead or departed owner); True if
+        this caller won (exactly one of several concurrent claimers does)."""
+        cursor = self._run(
+            "UPDATE jobs SET owner_host = ?, owner_pid = ?, owner_started = ?, heartbeat = ?, "
+            "attempts = attempts + 1 WHERE id = ? AND status IN ('QUEUED', 'RUNNING') "
+            "AND owner_host IS ? AND owner_pid IS ? AND owner_started IS ?",
+            (*new, time.time(), job_id, *previous),
+        )
+        return cursor.rowcount == 1
