@@ -227,6 +227,17 @@ def test_token_is_never_stored_or_shown(standin, tmp_path):
         assert TOKEN.encode() not in path.read_bytes()
     assert TOKEN.encode() not in store and b"classiq-test-token" not in store
 
+    # provider credentials inside backend preferences are hidden too
+    ibm = ClassiqExecutor(backend_preferences={
+        "backend_service_provider": "IBM Quantum", "backend_name": "ibm_torino",
+        "access_token": "ibm-secret-123",
+    })
+    assert "ibm-secret-123" not in repr(ibm) and "ibm-secret-123" not in str(ibm)
+    assert ibm._preferences(10).backend_preferences.access_token == "ibm-secret-123"
+    from qfleet.jobs.job import executor_spec
+
+    assert "ibm-secret-123" not in json.dumps(executor_spec(ibm))
+
     wrong = ClassiqExecutor(host=standin.url, token="not-the-token")
     with qf.ExecutionSession(QASM, wrong) as es:
         job = es.submit_sample({"t": 0.3})

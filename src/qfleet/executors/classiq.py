@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -188,7 +189,7 @@ class ClassiqExecutor(QuantumExecutor):
                 "backend_preferences needs backend_service_provider and backend_name "
                 "(or a 'provider/backend' string)"
             )
-        return value
+        return _hide_secrets(value)
 
     # -- pickling: tokens never travel ---------------------------------------------------
 
@@ -299,7 +300,7 @@ class ClassiqExecutor(QuantumExecutor):
     def _preferences(self, shots: int | None):
         from classiq.interface.executor.execution_preferences import ExecutionPreferences
 
-        data: dict[str, Any] = {"backend_preferences": dict(self.backend_preferences)}
+        data: dict[str, Any] = {"backend_preferences": _reveal(self.backend_preferences)}
         if shots is not None:
             data["num_shots"] = shots
         if self.random_seed is not None:
@@ -409,6 +410,27 @@ class ClassiqExecutor(QuantumExecutor):
 
     async def _cancel(self, job: _Job) -> None:
         await asyncio.to_thread(self._cancel_ids, job.ids)
+
+
+_SECRET_KEY = re.compile(r"token|secret|password|passwd|api_?key|credential|connection_string", re.I)
+
+
+def _hide_secrets(value: Any, key: str = "") -> Any:
+    """Provider credentials in backend preferences (``access_token``, ``client_secret``,
+    ...) become SecretStr: repr, logs and the job store never show them."""
+    if isinstance(value, dict):
+        return {k: _hide_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, str) and _SECRET_KEY.search(key):
+        return SecretStr(value)
+    return value
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _reveal(v) for k, v in value.items()}
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value
 
 
 def _pauli_terms(observable: Any, wires: Any) -> tuple:

@@ -23,6 +23,7 @@ import enum
 import json
 import os
 import pickle
+import re
 import socket
 import threading
 import time
@@ -312,13 +313,23 @@ def executor_spec(executor: Any) -> dict[str, Any]:
     return {"class": f"{cls.__module__}:{cls.__qualname__}", "fields": fields}
 
 
+#: Keys of dict-valued fields (provider options, backend preferences) that hold credentials.
+_SECRET_KEY = re.compile(r"token|secret|password|passwd|api_?key|credential|connection_string", re.I)
+
+
 def _jsonable(value: Any, executor_type: type) -> Any:
+    from pydantic import SecretStr
+
     if isinstance(value, executor_type):
         return {"__executor__": executor_spec(value)}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v, executor_type) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v, executor_type) for k, v in value.items()}
+        return {
+            str(k): _jsonable(v, executor_type)
+            for k, v in value.items()
+            if not _SECRET_KEY.search(str(k)) and not isinstance(v, SecretStr)
+        }
     if isinstance(value, frozenset | set):
         return sorted(_jsonable(v, executor_type) for v in value)
     if value is None or isinstance(value, (str, int, float, bool)):
@@ -349,7 +360,14 @@ def executor_from_spec(spec: dict[str, Any]) -> Any:
             return {k: restore(v) for k, v in value.items()}
         return value
 
-    return obj(**{k: restore(v) for k, v in spec["fields"].items()})
+    fields = {k: restore(v) for k, v in spec["fields"].items()}
+    # Credentials were left out of dict fields: take them from the config file / environment.
+    from qfleet.config import executor_defaults
+
+    for name, configured in executor_defaults(obj).items():
+        if isinstance(configured, dict) and isinstance(fields.get(name), dict):
+            fields[name] = {**configured, **fields[name]}
+    return obj(**fields)
 
 
 def _json_default(value: Any) -> Any:
