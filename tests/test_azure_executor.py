@@ -10,6 +10,7 @@ jobs, polls them and downloads the result blobs, exactly as against Azure.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -230,7 +231,8 @@ def test_batch_submit_returns_once_the_jobs_exist_and_reattaches_by_id(server):
     results = fresh.results_of(tapes, handle.job_ids)
     assert results.metadata.job_ids == handle.job_ids
     assert abs(results[0] - np.cos(0.7)) < 5 / np.sqrt(1000)
-    assert results[1].shape == (2,) and abs(results[1][0] - np.cos(0.1) ** 2) < 5 * 0.5 / np.sqrt(500)
+    assert results[1].shape == (2,)
+    assert abs(results[1][0] - np.cos(0.1) ** 2) < 5 * 0.5 / np.sqrt(500)
     assert len(server.jobs()) == 2  # nothing was submitted again
 
     with pytest.raises(ExecutorError, match="3 Azure job ids for 2 circuits"):
@@ -516,3 +518,17 @@ def test_ionq_translation_needs_computational_basis_measurements():
 
     with pytest.raises(UnsupportedCircuitError, match="computational basis"):
         to_ionq_circuit(QuantumScript([qml.H(0)], [qml.expval(qml.X(0))]))
+
+
+def test_ionq_hardware_histogram_is_turned_back_into_its_counts(server):
+    server.control("faults", {"availability": {"ionq.qpu.aria-1": "Available"}})
+    ex = executor(server, "ionq.qpu.aria-1")
+    tape = QuantumScript([qml.RX(1.0, 0), qml.CNOT([0, 1])], [qml.counts(wires=[0, 1])],
+                         shots=777)
+    result = ex.execute([tape])
+    counts = result[0]
+    job = ex.workspace().get_job(result.metadata.job_ids[0])
+    histogram = json.loads(job.download_data(job.details.output_data_uri))["histogram"]
+    # hardware: probabilities are counts / shots; qfleet recovers exactly those counts
+    want = {format(int(k), "02b")[::-1]: round(p * 777) for k, p in histogram.items()}
+    assert {k: int(v) for k, v in counts.items()} == want and sum(counts.values()) == 777

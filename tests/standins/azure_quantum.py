@@ -70,10 +70,10 @@ TOKEN_LIFETIME = 3599
 
 #: The workspace's providers: target id -> (input formats, output format, qubits, availability).
 TARGETS: dict[str, dict[str, Any]] = {
-    "quantinuum.sim.h2-1e": {"provider": "quantinuum", "qubits": 32,
+    "quantinuum.sim.h2-1e": {"provider": "quantinuum", "qubits": 56,
                              "input": ["honeywell.openqasm.v1", "qir.v1"],
                              "output": "honeywell.quantum-results.v1"},
-    "quantinuum.sim.h2-1sc": {"provider": "quantinuum", "qubits": 32,
+    "quantinuum.sim.h2-1sc": {"provider": "quantinuum", "qubits": 56,
                               "input": ["honeywell.openqasm.v1", "qir.v1"],
                               "output": "honeywell.quantum-results.v1"},
     "quantinuum.qpu.h2-1": {"provider": "quantinuum", "qubits": 56, "availability": "Unavailable",
@@ -82,7 +82,8 @@ TARGETS: dict[str, dict[str, Any]] = {
     "ionq.simulator": {"provider": "ionq", "qubits": 29, "input": ["ionq.circuit.v1", "qir.v1"],
                        "output": "ionq.quantum-results.v1"},
     "ionq.qpu.aria-1": {"provider": "ionq", "qubits": 25, "availability": "Unavailable",
-                        "input": ["ionq.circuit.v1", "qir.v1"], "output": "ionq.quantum-results.v1"},
+                        "input": ["ionq.circuit.v1", "qir.v1"],
+                        "output": "ionq.quantum-results.v1"},
     "rigetti.sim.qvm": {"provider": "rigetti", "qubits": 20, "input": ["qir.v1"],
                         "output": "microsoft.quantum-results.v2"},
 }
@@ -663,8 +664,9 @@ class Handler(BaseHTTPRequestHandler):
 
 def serve(config: dict[str, Any], cert: str, key: str, port: int = 0) -> None:
     state = State(config)
-    run_openqasm('OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[1];\ncreg c[1];\nmeasure q[0] -> c[0];',
-                 1)  # import qiskit and Aer before the first job
+    # Import qiskit and Aer before the first job.
+    run_openqasm('OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[1];\ncreg c[1];\n'
+                 'measure q[0] -> c[0];', 1)
     handler = type("BoundHandler", (Handler,), {"state": state})
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True

@@ -83,12 +83,14 @@ class TargetFormat:
     output_format: str
     circuit: str
     """What qfleet sends: "openqasm2" or "ionq"."""
+    sdk_class: str
+    """The SDK's target class (``azure.quantum.target``)."""
 
 
 FORMATS = {
     "quantinuum": TargetFormat("quantinuum", "honeywell.openqasm.v1",
-                               "honeywell.quantum-results.v1", "openqasm2"),
-    "ionq": TargetFormat("ionq", "ionq.circuit.v1", "ionq.quantum-results.v1", "ionq"),
+                               "honeywell.quantum-results.v1", "openqasm2", "Quantinuum"),
+    "ionq": TargetFormat("ionq", "ionq.circuit.v1", "ionq.quantum-results.v1", "ionq", "IonQ"),
 }
 
 #: Qubits of the targets Azure Quantum lists (for routing; unknown targets: no limit here).
@@ -270,23 +272,29 @@ class _Registry:
             return ws
 
     def target_list(self, conn: _Connection, refresh: bool = False) -> tuple[list, float]:
-        """The workspace's targets (``providerStatus``) and their age in seconds."""
+        """The workspace's targets, [(provider id, TargetStatus)] from ``providerStatus``, and
+        their age in seconds.
+
+        Not ``Workspace.get_targets()``: it goes through the SDK's TargetFactory, a
+        process-wide singleton holding the last workspace it was made for, which another
+        thread's ``get_job`` on another workspace can swap mid-call.
+        """
         with self.lock:
             cached = self.targets.get(conn)
             now = time.monotonic()
             if refresh or cached is None or now - cached[0] > TARGET_STATUS_TTL:
-                # Under the lock: the SDK's TargetFactory is a process-wide singleton that
-                # holds the workspace it serves.
-                targets = list(self.workspace(conn).get_targets())
+                targets = list(self.workspace(conn)._get_target_status())
                 cached = (now, targets)
                 self.targets[conn] = cached
             return cached[1], now - cached[0]
 
-    def forget(self, conn: _Connection) -> None:
+    def forget(self, conn: _Connection, close: bool = False) -> None:
+        """Drop ``conn``'s workspace (the next use signs in again). ``close``: also close its
+        HTTP connections (not while other batches may still be using it)."""
         with self.lock:
             ws = self.workspaces.pop(conn, None)
             self.targets.pop(conn, None)
-        if ws is not None:
+        if ws is not None and close:
             try:
                 ws.close()
             except Exception:  # noqa: BLE001 - already broken; nothing left to release
@@ -312,7 +320,7 @@ def forget_workspaces() -> None:
         old, _registry = _registry, None
     if old is not None and old.pid == os.getpid():
         for conn in list(old.workspaces):
-            old.forget(conn)
+            old.forget(conn, close=True)
 
 
 # -- payloads -------------------------------------------------------------------------------
@@ -631,12 +639,13 @@ class AzureExecutor(QuantumExecutor):
         refreshed = False
         while True:
             targets, age = reg.target_list(conn, refresh=refreshed)
-            by_name = {t.name.lower(): t for t in targets}
+            by_name = {status.id.lower(): (provider, status) for provider, status in targets}
             usable = sorted(
-                t.name for t in targets
-                if target_format(t.name) is not None and _availability(t) != "unavailable"
+                status.id for _, status in targets
+                if target_format(status.id) is not None and _availability(status) != "unavailable"
             )
-            target = by_name.get(name.lower())
+            found = by_name.get(name.lower())
+            target = None if found is None else found[1]
             problem = None
             if target is None:
                 problem = f"target {name!r} is not in workspace {_workspace_name(conn)!r}"
@@ -649,7 +658,10 @@ class AzureExecutor(QuantumExecutor):
             elif _availability(target) == "unavailable":
                 problem = f"target {name!r} is unavailable now (providerStatus)"
             if problem is None:
-                return target
+                import azure.quantum.target as sdk_targets
+
+                cls = getattr(sdk_targets, target_format(name).sdk_class)
+                return cls.from_target_status(reg.workspace(conn), found[0], target)
             if age > 0 and not refreshed:
                 refreshed = True  # the cached list may be stale: ask once more
                 continue
@@ -702,7 +714,12 @@ class AzureExecutor(QuantumExecutor):
             if not isinstance(result, BaseException):
                 job.sdk_jobs[job_id] = result
         if failures:
-            await asyncio.shield(self._cancel(job))  # all or nothing
+            # All or nothing: cancel what was (or may have been) created. A rejected sign-in
+            # created nothing, and signing in again to cancel would only fail again.
+            maybe = tuple(job_id for job_id, result in zip(job.ids, results)
+                          if not isinstance(result, AzureAuthenticationError))
+            if maybe:
+                await asyncio.shield(self._cancel(dataclasses.replace(job, ids=maybe)))
             raise failures[0]
 
     def _cancel_later(self, job: _Job) -> None:
