@@ -177,7 +177,7 @@ class DaskExecutor(QuantumExecutor):
     device_options: dict[str, Any] = Field(default_factory=dict)
     seed: int | None = None
     chunk_size: int | None = Field(default=None, gt=0)
-    connect_timeout: float = Field(default=30.0, gt=0)
+    connect_timeout: float = Field(default=60.0, gt=0)
     """Seconds to wait for the scheduler (and a LocalCluster's start)."""
 
     backend_kind: ClassVar[str] = "dask"
@@ -245,7 +245,17 @@ class DaskExecutor(QuantumExecutor):
             conn = _connections.get(key)
             if conn is not None and conn.client.status == "running":
                 return conn
-            conn = await asyncio.wait_for(self._connect(), self.connect_timeout)
+            try:
+                # Client() has its own timeout; this bounds a LocalCluster's start too.
+                conn = await asyncio.wait_for(self._connect(), self.connect_timeout + 5)
+            except (asyncio.TimeoutError, TimeoutError) as exc:
+                where = self.address or "the LocalCluster"
+                raise ExecutorError(
+                    f"{where} did not answer within {self.connect_timeout} s "
+                    f"(connect_timeout); is the scheduler running and reachable?",
+                    executor=self.label,
+                    transient=True,
+                ) from exc
             _connections[key] = conn
             if not _atexit_registered:
                 atexit.register(_close_all)
