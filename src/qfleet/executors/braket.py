@@ -97,17 +97,13 @@ _simulators: dict[tuple, Any] = {}
 _simulators_lock = threading.Lock()
 
 
-_quieted = False
-
-
 def _quiet_braket() -> None:
-    """Braket warns on every noise-free braket_dm run; users chose braket_dm knowingly."""
-    global _quieted
-    if not _quieted:
-        warnings.filterwarnings(
-            "ignore", message="You are running a noise-free circuit", category=UserWarning
-        )
-        _quieted = True
+    """Braket warns on every noise-free braket_dm run; users chose braket_dm knowingly.
+    (Re-installed on each run: warnings.catch_warnings blocks may have reset the filters;
+    an identical filter replaces the old one.)"""
+    warnings.filterwarnings(
+        "ignore", message="You are running a noise-free circuit", category=UserWarning
+    )
 
 
 def _noise_model(spec: dict | None):
@@ -162,7 +158,8 @@ def _simulate(
     order) or the exact state vector / density matrix."""
     from braket.ir.openqasm import Program
 
-    _quiet_braket()
+    if device == "braket_dm":
+        _quiet_braket()
     key = (device, seed, threading.get_ident())
     with _simulators_lock:
         cache = _simulators if cache is None else cache
