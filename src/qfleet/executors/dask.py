@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 #: Tasks per worker thread when ``chunk_size`` is None: a few, so a slow or lost worker's
 #: share is small, few enough that per-task overhead stays negligible.
 TASKS_PER_THREAD = 2
+#: Tasks per batch for seeded executors without ``chunk_size`` (reproducible anywhere).
+SEEDED_TASKS = 8
 
 
 # -- worker side ----------------------------------------------------------------------------
@@ -59,7 +61,7 @@ TASKS_PER_THREAD = 2
 _worker_simulators: dict[tuple, _Simulator] = {}
 
 
-def _run_chunk(device: str, options: tuple, seed: int | None, blobs: tuple[bytes, ...]) -> tuple:
+def _run_chunk(device: str, options: tuple, seed: int | None, blob: bytes) -> tuple:
     """Simulate one chunk on a dask worker (any thread of it); PennyLane results per tape."""
     import cloudpickle
 
@@ -67,7 +69,7 @@ def _run_chunk(device: str, options: tuple, seed: int | None, blobs: tuple[bytes
 
     # Worker threads may simulate side by side; PennyLane's recording contexts are global.
     make_queuing_thread_safe()
-    tapes = tuple(cloudpickle.loads(blob) for blob in blobs)
+    tapes = cloudpickle.loads(blob)
     if seed is not None:
         # A seeded chunk gets a simulator of its own: its samples do not depend on which
         # worker ran it or what ran there before.
@@ -109,6 +111,8 @@ class _Connection:
 #: Per process: (loop id, cluster key) -> connection; shared by equal executors.
 _connections: dict[tuple, _Connection] = {}
 _connecting: dict[tuple, asyncio.Lock] = {}
+#: Per process: cluster key -> worker threads last seen (sizes the next batches' chunks).
+_threads_seen: dict[tuple, int] = {}
 _atexit_registered = False
 
 
@@ -142,7 +146,6 @@ if hasattr(os, "register_at_fork"):
 @dataclasses.dataclass(frozen=True)
 class _Job:
     futures: tuple
-    sizes: tuple[int, ...]
     client: Any
 
 
@@ -155,7 +158,8 @@ class DaskExecutor(QuantumExecutor):
     equal executors in this process and closed at exit. ``device``/``device_options``: the
     simulator each worker uses. ``chunk_size``: tapes per dask task (None: about
     two tasks per worker thread). ``seed`` makes shots reproducible: each chunk gets a
-    simulator seeded from (seed, batch number, chunk index).
+    simulator seeded from (seed, batch number, chunk index), and without ``chunk_size``
+    a seeded batch is split into 8 chunks whatever the cluster's size.
 
     Example:
         >>> ex = DaskExecutor(n_workers=4)                       # this machine
@@ -223,9 +227,35 @@ class DaskExecutor(QuantumExecutor):
     def translate(self, tapes: tuple[QuantumScript, ...]) -> Any:
         import cloudpickle
 
-        blobs = tuple(cloudpickle.dumps(tape) for tape in tapes)
+        # Pickled here, one blob per dask task (a tenth of the cost of one per tape).
+        sizes = self._chunk_sizes(len(tapes))
+        blobs, start = [], 0
+        for size in sizes:
+            blobs.append(cloudpickle.dumps(tapes[start : start + size]))
+            start += size
         counter = self._runtime.setdefault("batches", itertools.count())
-        return blobs, next(counter)
+        return tuple(blobs), next(counter)
+
+    def _chunk_sizes(self, n: int) -> list[int]:
+        if self.chunk_size:
+            size = self.chunk_size
+        elif self.seed is not None:
+            # Seeds are per chunk: the layout must not depend on the cluster's size.
+            size = max(1, math.ceil(n / SEEDED_TASKS))
+        else:
+            # The cluster's threads as last seen by this process (they may change); before
+            # the first batch, what a LocalCluster will have, or this machine's cores.
+            threads = _threads_seen.get(self._cluster_key())
+            if threads is None:
+                if self.address:
+                    threads = os.cpu_count() or 1
+                else:
+                    threads = (self.n_workers or os.cpu_count() or 1) * self.threads_per_worker
+            size = max(1, math.ceil(n / (threads * TASKS_PER_THREAD)))
+        sizes = [size] * (n // size)
+        if n % size:
+            sizes.append(n % size)
+        return sizes
 
     # -- event loop ------------------------------------------------------------------------
 
@@ -298,7 +328,7 @@ class DaskExecutor(QuantumExecutor):
             threads_per_worker=self.threads_per_worker,
             processes=processes,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # loopback, any free port
             asynchronous=True,
         )
         try:
@@ -308,25 +338,15 @@ class DaskExecutor(QuantumExecutor):
             raise
         return _Connection(client, cluster)
 
-    async def _chunk_sizes(self, n: int, conn: _Connection) -> list[int]:
-        if self.chunk_size:
-            size = self.chunk_size
-        else:
-            size = math.ceil(n / (await conn.threads() * TASKS_PER_THREAD))
-        sizes = [size] * (n // size)
-        if n % size:
-            sizes.append(n % size)
-        return sizes
-
     async def _start(self, payload: Any) -> tuple[_Job, tuple[str, ...]]:
         blobs, batch_no = payload
         conn = await self._connection()
         client = conn.client
-        sizes = await self._chunk_sizes(len(blobs), conn)
+        _threads_seen[self._cluster_key()] = await conn.threads()
         options = tuple(sorted(self._options().items()))
         token = uuid.uuid4().hex[:12]
-        futures, start = [], 0
-        for i, size in enumerate(sizes):
+        futures = []
+        for i, blob in enumerate(blobs):
             seed = None
             if self.seed is not None:
                 sequence = np.random.SeedSequence([self.seed, batch_no, i])
@@ -337,13 +357,12 @@ class DaskExecutor(QuantumExecutor):
                     self.device,
                     options,
                     seed,
-                    blobs[start : start + size],
+                    blob,
                     key=f"qfleet-{token}-{i}",
                     pure=False,
                 )
             )
-            start += size
-        return _Job(tuple(futures), tuple(sizes), client), tuple(f.key for f in futures)
+        return _Job(tuple(futures), client), tuple(f.key for f in futures)
 
     async def _collect(self, job: _Job) -> Sequence[Any]:
         try:
