@@ -134,6 +134,8 @@ class JobStore:
         with cls._instances_lock:
             store = cls._instances.get(key)
             if store is None:
+                if len(cls._instances) >= 4:  # QFLEET_HOME changed (tests): drop old stores
+                    cls._instances.pop(next(iter(cls._instances)))
                 store = cls._instances[key] = cls(path, timeout)
         return store
 
