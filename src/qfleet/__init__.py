@@ -7,11 +7,16 @@ Example:
     ... def circuit(x): ...
 
 Code written for Covalent's QElectron runs with ``import qfleet as ct``.
+
+The public names load on first use: ``import qfleet`` alone does not import PennyLane, so
+the command line (``qfleet serve-2300``, ``qfleet config``) starts in a fraction of a second.
 """
 
-from qfleet import executors as executor
-from qfleet.cluster import QuantumCluster
-from qfleet.config import load_config
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from qfleet.errors import (
     ConfigError,
     ExecutorError,
@@ -19,39 +24,66 @@ from qfleet.errors import (
     QFleetError,
     UnsupportedCircuitError,
 )
-from qfleet.executors import LocalExecutor, QuantumExecutor
-from qfleet.jobs import (
-    ExecutionJob,
-    ExecutionPreferences,
-    ExecutionSession,
-    Pauli,
-    get_execution_jobs,
-)
-from qfleet.pennylane import QElectron, QFleetDevice, QFuture, qelectron
-
-QCluster = QuantumCluster  # Covalent's name
 
 __version__ = "0.1.0"
 
+#: public name -> (module, attribute in it; None: the module itself)
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "executor": ("qfleet.executors", None),
+    "LocalExecutor": ("qfleet.executors", "LocalExecutor"),
+    "QuantumExecutor": ("qfleet.executors", "QuantumExecutor"),
+    "QuantumCluster": ("qfleet.cluster", "QuantumCluster"),
+    "QCluster": ("qfleet.cluster", "QuantumCluster"),  # Covalent's name
+    "load_config": ("qfleet.config", "load_config"),
+    "qelectron": ("qfleet.pennylane", "qelectron"),
+    "QElectron": ("qfleet.pennylane", "QElectron"),
+    "QFleetDevice": ("qfleet.pennylane", "QFleetDevice"),
+    "QFuture": ("qfleet.pennylane", "QFuture"),
+    "ExecutionJob": ("qfleet.jobs", "ExecutionJob"),
+    "ExecutionPreferences": ("qfleet.jobs", "ExecutionPreferences"),
+    "ExecutionSession": ("qfleet.jobs", "ExecutionSession"),
+    "Pauli": ("qfleet.jobs", "Pauli"),
+    "get_execution_jobs": ("qfleet.jobs", "get_execution_jobs"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'qfleet' has no attribute {name!r}") from None
+    value = importlib.import_module(module)
+    if attribute is not None:
+        value = getattr(value, attribute)
+    globals()[name] = value  # once loaded, a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from qfleet import executors as executor
+    from qfleet.cluster import QuantumCluster
+    from qfleet.cluster import QuantumCluster as QCluster
+    from qfleet.config import load_config
+    from qfleet.executors import LocalExecutor, QuantumExecutor
+    from qfleet.jobs import (
+        ExecutionJob,
+        ExecutionPreferences,
+        ExecutionSession,
+        Pauli,
+        get_execution_jobs,
+    )
+    from qfleet.pennylane import QElectron, QFleetDevice, QFuture, qelectron
+
 __all__ = [
     "ConfigError",
-    "ExecutionJob",
-    "ExecutionPreferences",
-    "ExecutionSession",
     "ExecutorError",
     "ExecutorTimeoutError",
-    "LocalExecutor",
-    "Pauli",
-    "QCluster",
-    "QElectron",
-    "QFleetDevice",
     "QFleetError",
-    "QFuture",
-    "QuantumCluster",
-    "QuantumExecutor",
     "UnsupportedCircuitError",
-    "executor",
-    "get_execution_jobs",
-    "load_config",
-    "qelectron",
+    "__version__",
+    *_LAZY,
 ]

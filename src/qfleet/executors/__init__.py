@@ -3,7 +3,8 @@
 ``Simulator`` and ``QCluster`` keep the names Covalent's QElectron used.
 """
 
-from qfleet.cluster import QuantumCluster
+from typing import Any
+
 from qfleet.executors.base import (
     BatchHandle,
     BatchResult,
@@ -21,12 +22,33 @@ from qfleet.executors.braket import BraketLocalExecutor  # braket is imported la
 from qfleet.executors.azure import AzureCredential, AzureExecutor  # azure is imported lazily
 
 Simulator = LocalExecutor
-QCluster = QuantumCluster
+
+
+def __getattr__(name: str) -> Any:
+    # The cluster is built on executors (qfleet.cluster imports this package), so it is
+    # re-exported here on first use rather than imported at the top.
+    if name in ("QuantumCluster", "QCluster"):
+        from qfleet.cluster import QuantumCluster
+
+        return QuantumCluster
+    raise AttributeError(f"module 'qfleet.executors' has no attribute {name!r}")
 
 
 def executor_classes() -> dict[str, type[QuantumExecutor]]:
     """Executor classes that config sections (``[executors.<Name>]``) may configure."""
-    return {cls.__name__: cls for cls in (LocalExecutor, QiskitExecutor, Executor2300, ClassiqExecutor, AzureExecutor, DaskExecutor, BraketLocalExecutor, QuantumCluster)}
+    from qfleet.cluster import QuantumCluster
+
+    classes = (
+        LocalExecutor,
+        QiskitExecutor,
+        Executor2300,
+        ClassiqExecutor,
+        AzureExecutor,
+        DaskExecutor,
+        BraketLocalExecutor,
+        QuantumCluster,
+    )
+    return {cls.__name__: cls for cls in classes}
 
 
 __all__ = [
