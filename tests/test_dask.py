@@ -151,6 +151,30 @@ def test_worker_killed_mid_batch_tapes_are_rescheduled(cluster):
     assert pids[victim] not in client.run(os.getpid).values()
 
 
+def _pending_qfleet_tasks(dask_scheduler):
+    return sum(
+        1 for ts in dask_scheduler.tasks.values()
+        if str(ts.key).startswith("qfleet-") and ts.state in {"queued", "processing", "waiting", "no-worker"}
+    )
+
+
+def test_cancelled_future_cancels_its_dask_tasks(cluster):
+    local, client = cluster
+    ex = DaskExecutor(address=local.scheduler_address, chunk_size=1)
+    future = ex.run_later([echo_tape(x, wires=20) for x in np.linspace(0.1, 1.0, 30)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+        str(k).startswith("qfleet-") for keys in client.processing().values() for k in keys
+    ):
+        time.sleep(0.02)
+    assert future.cancel()
+    # 30 tasks of a few hundred ms on 2 workers would take seconds: cancelled, they go at once
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and client.run_on_scheduler(_pending_qfleet_tasks):
+        time.sleep(0.05)
+    assert client.run_on_scheduler(_pending_qfleet_tasks) == 0
+
+
 FRESH = textwrap.dedent(
     """
     import json, sys

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -365,8 +366,17 @@ class DaskExecutor(QuantumExecutor):
         return _Job(tuple(futures), client), tuple(f.key for f in futures)
 
     async def _collect(self, job: _Job) -> Sequence[Any]:
+        gathering = asyncio.ensure_future(job.client.gather(list(job.futures)))
         try:
-            chunks = await job.client.gather(list(job.futures))
+            # Shielded: a gather cancelled half-way orphans dask's helper tasks, which then
+            # log "Task exception was never retrieved". Cancel the dask futures instead and
+            # let the gather end by itself.
+            chunks = await asyncio.shield(gathering)
+        except asyncio.CancelledError:
+            await self._cancel(job)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(gathering, 10)
+            raise
         except Exception as exc:
             if type(exc).__name__ == "KilledWorker":  # a task killed its workers repeatedly
                 raise ExecutorError(
