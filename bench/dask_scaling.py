@@ -122,7 +122,10 @@ def main() -> None:
     ]
     dask_ex = DaskExecutor(n_workers=2)
     local_ex = LocalExecutor(device="lightning.qubit")
-    print(f"\nper-tape overhead, 2-wire circuits (median of 30 single calls; batch of {args.small}):")
+    print(
+        f"\nper-tape overhead, 2-wire circuits "
+        f"(median of 30 single calls; batch of {args.small}):"
+    )
     for name, ex in (("LocalExecutor", local_ex), ("DaskExecutor", dask_ex)):
         ex.execute(small[:8])
         ex.execute(small)  # warm

@@ -83,7 +83,9 @@ def main() -> None:
     for name, dispatch_id in runs.items():
         result = ct.get_result(dispatch_id, wait=True)
         if str(result.status) != "COMPLETED":
-            raise SystemExit(f"{name}: dispatch {dispatch_id} ended {result.status}: {result.error}")
+            raise SystemExit(
+                f"{name}: dispatch {dispatch_id} ended {result.status}: {result.error}"
+            )
         results[name] = result.result
     exact = qml.QNode(ansatz, qml.device("default.qubit", wires=2))
     results["default.qubit"] = [float(exact(x)) for x in XS]

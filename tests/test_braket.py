@@ -75,7 +75,10 @@ def test_exact_results_match_default_qubit():
                                                qml.probs(), qml.expval(qml.Y(0) + 0.5 * qml.X(3))]),
         QS([qml.RX(0.4, 0), qml.CNOT([0, 1])], [qml.vn_entropy([0]), qml.mutual_info([0], [1])]),
         # broadcasting
-        QS([qml.RX(np.array([0.1, 0.5, 2.0]), 0), qml.IsingXY(0.3, [0, 1])], [qml.expval(qml.Y(0))]),
+        QS(
+            [qml.RX(np.array([0.1, 0.5, 2.0]), 0), qml.IsingXY(0.3, [0, 1])],
+            [qml.expval(qml.Y(0))],
+        ),
         # gates Braket lacks are decomposed; global phases kept for qml.state()
         QS([qml.CRX(0.7, [0, 1]), qml.MultiRZ(0.4, [0, 1, 2]), qml.QFT([0, 1, 2])], [qml.state()]),
     ]
@@ -94,7 +97,8 @@ def test_density_matrix_simulator_runs_pennylane_channels_like_default_mixed():
         qml.PhaseDamping(0.15, 1), qml.BitFlip(0.05, 0), qml.PhaseFlip(0.07, 1),
         qml.RY(0.4, 1),
     ]
-    tape = QS(ops, [qml.expval(qml.Z(0) @ qml.Z(1)), qml.density_matrix([0, 1]), qml.purity([0, 1])])
+    measurements = [qml.expval(qml.Z(0) @ qml.Z(1)), qml.density_matrix([0, 1]), qml.purity([0, 1])]
+    tape = QS(ops, measurements)
     source, _ = to_openqasm3(tape, measure=False, result_pragmas=["density_matrix"])
     assert "#pragma braket noise depolarizing(0.1) q[0]" in source
     assert "#pragma braket noise kraus(" in source

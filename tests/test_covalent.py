@@ -111,7 +111,9 @@ class Server:
         if done.returncode != 0 or not self.ready():
             output = done.stdout[-3000:] + done.stderr[-3000:]
             self.stop()
-            pytest.fail(f"covalent start failed (rc {done.returncode}):\n{output}\n{self.log_tail()}")
+            pytest.fail(
+                f"covalent start failed (rc {done.returncode}):\n{output}\n{self.log_tail()}"
+            )
 
     def ready(self, timeout: float = 60) -> bool:
         """The dispatcher answers and the dask cluster has its workers."""

@@ -116,7 +116,10 @@ def test_address_qelectron_values_gradients_and_run_later(cluster):
 def test_seeded_shots_are_reproducible_and_within_shot_noise(cluster):
     local, _ = cluster
     tapes = [small_tape(x).copy(shots=4000) for x in np.linspace(0, 3, 12)]
-    make = lambda seed: DaskExecutor(address=local.scheduler_address, seed=seed, chunk_size=3)  # noqa: E731
+
+    def make(seed):
+        return DaskExecutor(address=local.scheduler_address, seed=seed, chunk_size=3)
+
     first, second, other = make(5).execute(tapes), make(5).execute(tapes), make(6).execute(tapes)
     exact = qml.execute([t.copy(shots=None) for t in tapes], qml.device("default.qubit"))
     for a, b, want in zip(first, second, exact):
@@ -154,7 +157,8 @@ def test_worker_killed_mid_batch_tapes_are_rescheduled(cluster):
 def _pending_qfleet_tasks(dask_scheduler):
     return sum(
         1 for ts in dask_scheduler.tasks.values()
-        if str(ts.key).startswith("qfleet-") and ts.state in {"queued", "processing", "waiting", "no-worker"}
+        if str(ts.key).startswith("qfleet-")
+        and ts.state in {"queued", "processing", "waiting", "no-worker"}
     )
 
 

@@ -142,7 +142,9 @@ def fresh(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pickles")
     originals = executors()
     blobs = {kind: cloudpickle.dumps(obj) for kind, (obj, _) in originals.items()}
-    payload = {kind: [base64.b64encode(b).decode(), originals[kind][1]] for kind, b in blobs.items()}
+    payload = {
+        kind: [base64.b64encode(b).decode(), originals[kind][1]] for kind, b in blobs.items()
+    }
     payload["__tape__"] = base64.b64encode(cloudpickle.dumps(TAPE)).decode()
     payload["__electron__"] = base64.b64encode(cloudpickle.dumps(_braket_transformed())).decode()
     path = tmp / "pickles.json"
