@@ -223,3 +223,27 @@ def test_transformed_qelectron_on_braket_cluster_round_trips(fresh):
     assert got["type"] == "QElectron"
     assert np.isclose(got["value"], exact(0.3), atol=1e-10)
     assert got["names"] == ["merge_rotations"]
+
+
+def test_secrets_nested_in_fields_stay_out_of_pickles():
+    import pickle
+
+    from qfleet.executors import ClassiqExecutor
+
+    executor = ClassiqExecutor(
+        backend_preferences={
+            "backend_service_provider": "Azure Quantum",
+            "backend_name": "ionq.simulator",
+            "location": "eastus",
+            "client_secret": "nested-s3cret-value",
+        },
+        token="top-level-t0ken",
+    )
+    data = pickle.dumps(executor)
+    assert b"nested-s3cret-value" not in data and b"top-level-t0ken" not in data
+    restored = pickle.loads(data)
+    assert restored.token is None
+    assert restored.backend_preferences["client_secret"] is None
+    assert restored.backend_preferences["location"] == "eastus"
+    # the original keeps its secrets
+    assert executor.backend_preferences["client_secret"].get_secret_value() == "nested-s3cret-value"

@@ -450,17 +450,6 @@ class AzureExecutor(QuantumExecutor):
             )
         return self
 
-    # -- pickling: secrets never travel ------------------------------------------------------
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        fields = dict(state["__dict__"])
-        fields["connection_string"] = None
-        if fields.get("credentials") is not None:
-            fields["credentials"] = fields["credentials"].model_copy(update={"client_secret": None})
-        state["__dict__"] = fields
-        return state
-
     # -- properties ------------------------------------------------------------------------
 
     @property

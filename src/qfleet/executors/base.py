@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from asyncio_throttle import Throttler
 from pennylane.measurements import Shots
 from pennylane.tape import QuantumScript
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
 from qfleet.errors import ExecutorError, ExecutorTimeoutError, QFleetError, UnsupportedCircuitError
 from qfleet.runtime import get_dispatcher
@@ -195,11 +195,14 @@ class QuantumExecutor(BaseModel):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        # Per-process resources (pools, locks, sockets) never travel.
+        # Per-process resources (pools, locks, sockets) never travel, and neither do
+        # secrets: an unpickled executor (on a workflow worker) reads its token from that
+        # process's config file or environment.
         state["__pydantic_private__"] = {
             **(state.get("__pydantic_private__") or {}),
             "_runtime_cache": {},
         }
+        state["__dict__"] = {k: _without_secrets(v) for k, v in state["__dict__"].items()}
         return state
 
     @property
@@ -481,6 +484,25 @@ _KINDS = {
     "SampleMeasurement": "sample",
     "StateMeasurement": "state",
 }
+
+
+def _without_secrets(value: Any) -> Any:
+    """``value`` with every SecretStr in it (nested models, dicts, lists) set to None."""
+    if isinstance(value, SecretStr):
+        return None
+    if isinstance(value, QuantumExecutor):
+        return value  # pickles through its own __getstate__
+    if isinstance(value, BaseModel):
+        changes = {k: _without_secrets(v) for k, v in value.__dict__.items()}
+        changed = {k: v for k, v in changes.items() if v is not value.__dict__[k]}
+        return value.model_copy(update=changed) if changed else value
+    if isinstance(value, dict):
+        cleaned = {k: _without_secrets(v) for k, v in value.items()}
+        return cleaned if any(cleaned[k] is not value[k] for k in value) else value
+    if isinstance(value, (list, tuple)):
+        cleaned = [_without_secrets(v) for v in value]
+        return type(value)(cleaned) if any(a is not b for a, b in zip(cleaned, value)) else value
+    return value
 
 
 def measurement_kind(mp: Any) -> str:

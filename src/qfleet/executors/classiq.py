@@ -191,13 +191,6 @@ class ClassiqExecutor(QuantumExecutor):
             )
         return _hide_secrets(value)
 
-    # -- pickling: tokens never travel ---------------------------------------------------
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["__dict__"] = {**state["__dict__"], "token": None}
-        return state
-
     def _token(self) -> str | None:
         """The token: this executor's, else this process's config file/env (an unpickled
         executor carries none), else None (the SDK's own credentials)."""

@@ -244,13 +244,6 @@ class QiskitExecutor(QuantumExecutor):
         except ImportError:
             return  # no 'ibm' extra here; options are checked where the executor runs
 
-    # -- pickling: tokens never travel ---------------------------------------------------
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["__dict__"] = {**state["__dict__"], "token": None}
-        return state
-
     # -- properties ----------------------------------------------------------------------
 
     @property
