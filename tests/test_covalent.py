@@ -9,6 +9,7 @@ afterwards. A server that does not come up fails the module with its log.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -21,7 +22,9 @@ import numpy as np
 import pennylane as qml
 import pytest
 
-pytest.importorskip("covalent")
+# Not imported here: importing covalent writes its config into the user's home.
+if importlib.util.find_spec("covalent") is None:
+    pytest.skip("covalent is not installed (extra qfleet[covalent])", allow_module_level=True)
 psutil = pytest.importorskip("psutil")
 
 import covalent_driver  # noqa: E402
