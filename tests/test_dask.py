@@ -29,6 +29,7 @@ import qfleet as qf  # noqa: E402
 from qfleet.errors import ExecutorError  # noqa: E402
 from qfleet.executors import DaskExecutor  # noqa: E402
 from qfleet.executors import dask as dask_module  # noqa: E402
+from qfleet.executors import local as local_module  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_own_local_cluster_runs_64_tapes_in_order():
     assert len(results.metadata.job_ids) == 4
     assert results.metadata.backend == "dask:local:lightning.qubit"
     # simulated on the workers, not here (no simulator was created in this process)
-    assert dask_module._worker_simulators == {}
+    assert local_module._worker_simulators == {}
 
 
 def test_address_qelectron_values_gradients_and_run_later(cluster):
@@ -108,8 +109,8 @@ def test_address_qelectron_values_gradients_and_run_later(cluster):
     for x, future in zip((0.1, 0.5, 0.9), futures):
         assert np.isclose(future.result(60), exact(pnp.array([x, 0.2])), atol=1e-10)
     # the workers hold the simulators
-    counts = client.run(lambda: len(__import__("qfleet.executors.dask")
-                                    .executors.dask._worker_simulators))
+    counts = client.run(lambda: len(__import__("qfleet.executors.local")
+                                    .executors.local._worker_simulators))
     assert sum(counts.values()) >= 1
 
 

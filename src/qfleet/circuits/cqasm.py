@@ -29,6 +29,7 @@ from typing import Any
 import pennylane as qml
 from pennylane.tape import QuantumScript
 
+from qfleet.circuits.results import require_computational_basis
 from qfleet.errors import UnsupportedCircuitError
 
 #: PennyLane operation name -> cQASM 3 gate name (None: dropped, it changes no measurement).
@@ -272,18 +273,6 @@ def _qubit_map(wires: Sequence[Any], nqubits: int | None) -> tuple[tuple[int, ..
     return qubits, size
 
 
-def _check_diagonal(tape: QuantumScript) -> None:
-    for mp in tape.measurements:
-        diagonal = mp.obs is None or (
-            mp.obs.has_diagonalizing_gates and not mp.obs.diagonalizing_gates()
-        )
-        if not diagonal:
-            raise UnsupportedCircuitError(
-                f"{mp} is not in the computational basis; diagonalize measurements "
-                f"(qfleet.circuits.sampling_tapes) before exporting"
-            )
-
-
 def _cqasm_ops(tape: QuantumScript) -> list[tuple[str, tuple[float, ...], tuple[Any, ...]]]:
     """The tape's operations as (cQASM name, parameters, wire labels), PennyLane decomposing
     what has no cQASM equivalent."""
@@ -336,7 +325,7 @@ def to_cqasm3(
         b[1] = measure q[1]
     """
     target = target or CqasmTarget()
-    _check_diagonal(tape)
+    require_computational_basis(tape)
     wires = tuple(tape.wires)
     qubits, size = _qubit_map(wires, target.nqubits)
     if target.nqubits is not None and size > target.nqubits:

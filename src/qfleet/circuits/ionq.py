@@ -15,6 +15,7 @@ import numpy as np
 import pennylane as qml
 from pennylane.tape import QuantumScript
 
+from qfleet.circuits.results import require_computational_basis
 from qfleet.errors import UnsupportedCircuitError
 
 #: PennyLane operator name -> (IonQ gate, number of control wires). Controls come first in
@@ -50,18 +51,6 @@ _GATES: dict[str, tuple[str, int]] = {
 IONQ_GATES = frozenset(_GATES)
 
 
-def _check_diagonal(tape: QuantumScript) -> None:
-    for mp in tape.measurements:
-        diagonal = mp.obs is None or (
-            mp.obs.has_diagonalizing_gates and not mp.obs.diagonalizing_gates()
-        )
-        if not diagonal:
-            raise UnsupportedCircuitError(
-                f"{mp} is not in the computational basis; diagonalize measurements "
-                f"(qfleet.circuits.sampling_tapes) before exporting"
-            )
-
-
 def to_ionq_circuit(tape: QuantumScript) -> dict[str, Any]:
     """IonQ's JSON circuit for ``tape``: ``{"gateset": "qis", "qubits": n, "circuit": [...]}``.
 
@@ -75,7 +64,7 @@ def to_ionq_circuit(tape: QuantumScript) -> dict[str, Any]:
         {'gateset': 'qis', 'qubits': 2, 'circuit': [{'gate': 'h', 'targets': [0]},
          {'gate': 'x', 'controls': [0], 'targets': [1]}]}
     """
-    _check_diagonal(tape)
+    require_computational_basis(tape)
     [decomposed], _ = qml.transforms.decompose(tape, gate_set=IONQ_GATES | {"GlobalPhase"})
     index = {wire: i for i, wire in enumerate(tape.wires)}
     circuit: list[dict[str, Any]] = []

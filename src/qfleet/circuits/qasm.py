@@ -6,7 +6,7 @@ import pennylane as qml
 from pennylane.io.to_openqasm import OPENQASM_GATES
 from pennylane.tape import QuantumScript
 
-from qfleet.errors import UnsupportedCircuitError
+from qfleet.circuits.results import require_computational_basis
 
 #: PennyLane gates with a qelib1.inc equivalent; everything else is decomposed into these.
 QASM2_GATES = frozenset(OPENQASM_GATES) - {"GlobalPhase"}
@@ -24,15 +24,7 @@ def to_openqasm2(tape: QuantumScript, precision: int | None = None) -> str:
         >>> to_openqasm2(QuantumScript([qml.H(0), qml.CNOT([0, 1])], [qml.probs()]))
         'OPENQASM 2.0;\\ninclude "qelib1.inc";\\nqreg q[2];\\ncreg c[2];\\nh q[0];\\n...'
     """
-    for mp in tape.measurements:
-        diagonal = mp.obs is None or (
-            mp.obs.has_diagonalizing_gates and not mp.obs.diagonalizing_gates()
-        )
-        if not diagonal:
-            raise UnsupportedCircuitError(
-                f"{mp} is not in the computational basis; diagonalize measurements "
-                f"(qfleet.circuits.sampling_tapes) before exporting"
-            )
+    require_computational_basis(tape)
     [decomposed], _ = qml.transforms.decompose(tape, gate_set=QASM2_GATES | {"GlobalPhase"})
     operations = [op for op in decomposed.operations if not isinstance(op, qml.GlobalPhase)]
     plain = QuantumScript(operations, decomposed.measurements, shots=tape.shots)

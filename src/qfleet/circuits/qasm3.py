@@ -13,6 +13,7 @@ import numpy as np
 import pennylane as qml
 from pennylane.tape import QuantumScript
 
+from qfleet.circuits.results import require_computational_basis
 from qfleet.errors import UnsupportedCircuitError
 
 #: PennyLane gate -> Braket OpenQASM 3 gate. Each pair has the same matrix, global phase
@@ -103,15 +104,7 @@ def to_openqasm3(
         'OPENQASM 3.0;\\nqubit[2] q;\\nbit[2] b;\\nh q[0];\\ncnot q[0], q[1];\\n...'
     """
     if measure:
-        for mp in tape.measurements:
-            diagonal = mp.obs is None or (
-                mp.obs.has_diagonalizing_gates and not mp.obs.diagonalizing_gates()
-            )
-            if not diagonal:
-                raise UnsupportedCircuitError(
-                    f"{mp} is not in the computational basis; diagonalize measurements "
-                    f"(qfleet.circuits.sampling_tapes) before exporting"
-                )
+        require_computational_basis(tape)
     gate_set = set(BRAKET_GATES) | {"GlobalPhase"}
     keep = [op for op in tape.operations if is_channel(op)]
     if keep:

@@ -33,6 +33,20 @@ def sampling_tapes(tapes: Sequence[QuantumScript]) -> tuple[tuple[QuantumScript,
     return _SAMPLING(tuple(tapes))
 
 
+def require_computational_basis(tape: QuantumScript) -> None:
+    """Raise UnsupportedCircuitError unless every measurement of ``tape`` is diagonal in the
+    computational basis (what circuit exporters can measure)."""
+    for mp in tape.measurements:
+        diagonal = mp.obs is None or (
+            mp.obs.has_diagonalizing_gates and not mp.obs.diagonalizing_gates()
+        )
+        if not diagonal:
+            raise UnsupportedCircuitError(
+                f"{mp} is not in the computational basis; diagonalize measurements "
+                f"(qfleet.circuits.sampling_tapes) before exporting"
+            )
+
+
 def _check_sampled(tape: QuantumScript) -> None:
     if not tape.shots:
         raise UnsupportedCircuitError(

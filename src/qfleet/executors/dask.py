@@ -31,7 +31,6 @@ import logging
 import math
 import multiprocessing
 import os
-import threading
 import time
 import uuid
 import warnings
@@ -39,14 +38,13 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import pennylane as qml
 from pennylane.exceptions import DeviceError
 from pennylane.tape import QuantumScript
 from pydantic import Field, field_validator
 
 from qfleet.errors import ConfigError, ExecutorError
 from qfleet.executors.base import QuantumExecutor
-from qfleet.executors.local import _Simulator
+from qfleet.executors.local import PennyLaneSimulator, check_simulator_name, simulate_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +56,6 @@ SEEDED_TASKS = 8
 
 
 # -- worker side ----------------------------------------------------------------------------
-
-_worker_simulators: dict[tuple, _Simulator] = {}
-
 
 def _run_chunk(device: str, options: tuple, seed: int | None, blob: bytes) -> tuple:
     """Simulate one chunk on a dask worker (any thread of it); PennyLane results per tape."""
@@ -74,12 +69,8 @@ def _run_chunk(device: str, options: tuple, seed: int | None, blob: bytes) -> tu
     if seed is not None:
         # A seeded chunk gets a simulator of its own: its samples do not depend on which
         # worker ran it or what ran there before.
-        return _Simulator(device, {**dict(options), "seed": seed}).run(tapes)
-    key = (device, options, threading.get_ident())
-    simulator = _worker_simulators.get(key)
-    if simulator is None:
-        simulator = _worker_simulators[key] = _Simulator(device, dict(options))
-    return simulator.run(tapes)
+        return PennyLaneSimulator(device, {**dict(options), "seed": seed}).run(tapes)
+    return simulate_in_worker(device, options, tapes)
 
 
 # -- client side (the background loop) ------------------------------------------------------
@@ -190,13 +181,7 @@ class DaskExecutor(QuantumExecutor):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        installed = set(qml.plugin_devices) | {"default.qubit", "default.mixed"}
-        if value not in installed or value.startswith("qfleet."):
-            usable = sorted(d for d in installed if not d.startswith("qfleet."))
-            raise ValueError(
-                f"unknown PennyLane device {value!r}; installed simulators: {', '.join(usable)}"
-            )
-        return value
+        return check_simulator_name(value)
 
     @property
     def backend_description(self) -> str:
@@ -208,7 +193,7 @@ class DaskExecutor(QuantumExecutor):
         simulator = self._runtime.get("probe")
         if simulator is None:
             try:
-                simulator = self._runtime["probe"] = _Simulator(self.device, self._options())
+                simulator = self._runtime["probe"] = PennyLaneSimulator(self.device, self._options())
             except TypeError as exc:
                 raise ConfigError(
                     f"{self.label}: {self.device} rejected device_options "

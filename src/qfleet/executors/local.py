@@ -21,7 +21,7 @@ from qfleet.executors.base import BatchResult, Prepared, QuantumExecutor, RunMet
 from qfleet.runtime.queuing import make_queuing_thread_safe
 
 
-class _Simulator:
+class PennyLaneSimulator:
     """A PennyLane device plus its cached preprocessing, for one process or thread.
 
     Caching the pipeline is what keeps the per-call overhead near zero: the QNode already
@@ -55,6 +55,17 @@ class _Simulator:
         return self._pipelines[key]
 
 
+def check_simulator_name(value: str) -> str:
+    """``value`` if it names an installed PennyLane simulator, else a ValueError listing them."""
+    installed = set(qml.plugin_devices) | {"default.qubit", "default.mixed"}
+    if value not in installed or value.startswith("qfleet."):
+        usable = sorted(d for d in installed if not d.startswith("qfleet."))
+        raise ValueError(
+            f"unknown PennyLane device {value!r}; installed simulators: {', '.join(usable)}"
+        )
+    return value
+
+
 class _InlineRun(NamedTuple):
     results: tuple
     submitted_at: float
@@ -62,13 +73,14 @@ class _InlineRun(NamedTuple):
 
 
 # Per-process simulators for the process pool's workers.
-_worker_simulators: dict[tuple, _Simulator] = {}
+_worker_simulators: dict[tuple, PennyLaneSimulator] = {}
 
 
-def _simulate_in_worker(device: str, options: tuple, tapes: tuple) -> tuple:
-    key = (device, options)
+def simulate_in_worker(device: str, options: tuple, tapes: tuple) -> tuple:
+    """Run ``tapes`` on this worker thread's cached simulator (process pools, dask workers)."""
+    key = (device, options, threading.get_ident())
     if key not in _worker_simulators:
-        _worker_simulators[key] = _Simulator(device, dict(options))
+        _worker_simulators[key] = PennyLaneSimulator(device, dict(options))
     return _worker_simulators[key].run(tapes)
 
 
@@ -110,13 +122,7 @@ class LocalExecutor(QuantumExecutor):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        installed = set(qml.plugin_devices) | {"default.qubit", "default.mixed"}
-        if value not in installed or value.startswith("qfleet."):
-            usable = sorted(d for d in installed if not d.startswith("qfleet."))
-            raise ValueError(
-                f"unknown PennyLane device {value!r}; installed simulators: {', '.join(usable)}"
-            )
-        return value
+        return check_simulator_name(value)
 
     @property
     def backend_description(self) -> str:
@@ -137,13 +143,13 @@ class LocalExecutor(QuantumExecutor):
             options.setdefault("seed", self.seed)
         return options
 
-    def _simulator(self) -> _Simulator:
+    def _simulator(self) -> PennyLaneSimulator:
         # One simulator per thread: PennyLane devices keep mutable state (rng, caches).
         key = ("simulator", threading.get_ident())
         sim = self._runtime.get(key)
         if sim is None:
             try:
-                sim = _Simulator(self.device, self._device_kwargs)
+                sim = PennyLaneSimulator(self.device, self._device_kwargs)
             except TypeError as exc:
                 raise ConfigError(
                     f"{self.label}: {self.device} rejected device_options "
@@ -189,7 +195,7 @@ class LocalExecutor(QuantumExecutor):
         else:
             options = tuple(sorted(self._device_kwargs.items()))
             work = loop.run_in_executor(
-                self._pool(), _simulate_in_worker, self.device, options, payload
+                self._pool(), simulate_in_worker, self.device, options, payload
             )
         return work, ()
 
