@@ -70,6 +70,18 @@ def fleet():
             emulator.stop()
 
 
+def dynamic_through_drops(emulator: Emulator, attempts: int = 20) -> dict:
+    """``get_dynamic`` from an emulator that drops replies on purpose: ask until one comes."""
+    for _ in range(attempts):
+        try:
+            reply = emulator.request("get_dynamic", timeout=0.5)
+        except AssertionError:  # that reply was dropped
+            continue
+        assert reply["status"] == "success", reply
+        return reply["payload"]
+    raise AssertionError(f"{emulator.name}: no get_dynamic reply in {attempts} attempts")
+
+
 def group(fleet: dict, prefix: str) -> list[Emulator]:
     return [emulator for name, emulator in fleet.items() if name.startswith(prefix)]
 
@@ -81,7 +93,8 @@ def test_reference_is_one_hot():
 def test_1000_tapes_through_a_faulty_cluster_each_get_their_own_result(fleet):
     faulty = group(fleet, "faulty")
     executors = [e.executor(name=e.name, timeout=0.3, retries=3, shots=SHOTS) for e in faulty]
-    executors.append(qf.LocalExecutor(name="local", latency=0.02, max_concurrent=2))
+    # a slow local simulator: it helps, but most of the work meets the faulty 2300s
+    executors.append(qf.LocalExecutor(name="local", latency=0.1, max_concurrent=1))
     cluster = qf.QuantumCluster(
         executors=executors, selector="least_busy", retries=8, backoff=0.01, backoff_max=0.2,
         breaker_threshold=5, breaker_cooldown=0.5,
@@ -103,8 +116,10 @@ def test_1000_tapes_through_a_faulty_cluster_each_get_their_own_result(fleet):
     assert all(h.in_flight == 0 for h in health.values())
     # the faults really happened and were absorbed: ~5% of the executes got failure replies
     # (dropped replies are not counted by the emulator; the retries absorbed them too)
-    failures = sum(e.dynamic()["failures"] for e in faulty)
-    assert failures > 10, [e.dynamic() for e in faulty]
+    counters = [dynamic_through_drops(e) for e in faulty]
+    executes = sum(c["execute"] for c in counters)
+    assert executes >= 500, counters  # the 2300s ran most of the tapes ...
+    assert sum(c["failures"] for c in counters) >= 5, counters  # ... and ~5% failed
 
 
 def test_all_executors_failing_permanently_give_one_clear_error_quickly(fleet):
