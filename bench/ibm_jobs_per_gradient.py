@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,9 +25,14 @@ from pennylane import numpy as pnp
 import qfleet as qf
 from qfleet.executors.ibm import close_sessions
 
+STANDINS = Path(__file__).resolve().parents[1] / "tests" / "standins"
+sys.path.insert(0, str(STANDINS))
+
+from process import start_port, stop  # noqa: E402
+
 WIRES, LAYERS = 4, 2
 NUM_PARAMS = WIRES * LAYERS * 2  # RY and RZ per wire per layer: 16
-STANDIN = Path(__file__).resolve().parents[1] / "tests" / "standins" / "ibm_runtime.py"
+STANDIN = STANDINS / "ibm_runtime.py"
 API_KEY = "bench-api-key"
 
 
@@ -67,15 +71,8 @@ def shifted_tapes(params) -> int:
 
 
 def start_standin():
-    process = subprocess.Popen(
-        [sys.executable, str(STANDIN), "--port", "0", "--api-key", API_KEY],
-        stdout=subprocess.PIPE, text=True,
-    )
-    line = process.stdout.readline()
-    if not line.startswith("PORT "):
-        process.kill()
-        raise RuntimeError(f"stand-in did not start: {line!r}")
-    port = int(line.split()[1])
+    process, port = start_port([sys.executable, str(STANDIN), "--port", "0", "--api-key", API_KEY],
+                               "the IBM stand-in")
     base = f"http://127.0.0.1:{port}"
     os.environ.update(IAM_URL=base, GLOBAL_SEARCH_URL=base, GLOBAL_CATALOG_URL=f"{base}/catalog")
     return process, base
@@ -123,8 +120,7 @@ def main() -> None:
     finally:
         close_sessions()
         if process is not None:
-            process.terminate()
-            process.wait(timeout=10)
+            stop(process)
 
     print(f"{'where':<22} {'single_job':>10} {'Runtime jobs':>13} {'gradient time':>14}")
     for where, single, jobs, seconds in rows:

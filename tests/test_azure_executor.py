@@ -12,19 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pennylane as qml
 import pytest
-from pennylane import numpy as pnp
 from pennylane.tape import QuantumScript
 
-import qfleet as qf
 from qfleet.circuits.ionq import (
     counts_from_probabilities,
     histogram_bitstrings,
@@ -39,11 +34,18 @@ from qfleet.executors.azure import (
     forget_workspaces,
 )
 
-sys.path.insert(0, str(Path(__file__).parent / "standins"))
-from azure_quantum import AzureStack, azurite_command  # noqa: E402
+from standins.azure_quantum import AzureStack, azurite_command
+from standins.helpers import (
+    SHOTS,
+    X,
+    assert_close,
+    exact,
+    qnode,
+    run_without_extra,
+    wait_for,
+)
 
 QUANTINUUM, IONQ = "quantinuum.sim.h2-1e", "ionq.simulator"
-SHOTS = 4000
 RESOURCE_ID = (f"/subscriptions/{AzureStack.SUBSCRIPTION}/resourceGroups/rg/providers/"
                f"Microsoft.Quantum/Workspaces/ws")
 
@@ -85,10 +87,7 @@ def _has_node() -> bool:
 
 @pytest.fixture
 def server(stack):
-    forget_workspaces()
-    stack.control("reset")
-    yield stack
-    stack.control("faults", {"hold_jobs": False})
+    yield from stack.fresh(forget_workspaces)
 
 
 def credential(stack, **kwargs) -> AzureCredential:
@@ -101,51 +100,6 @@ def executor(stack, target=IONQ, **kwargs) -> AzureExecutor:
     fields = {"backend_name": target, "credentials": credential(stack), "location": "eastus",
               "arm_endpoint": stack.base, "authority": stack.base, "seed": 7, **kwargs}
     return AzureExecutor(**fields)
-
-
-def ansatz(x):
-    qml.RX(x[0], wires=0)
-    qml.RY(x[1], wires=1)
-    qml.CNOT(wires=[0, 1])
-    qml.RZ(x[2], wires=1)
-    qml.Hadamard(wires=1)
-
-
-def observables():
-    return qml.expval(qml.Z(0) @ qml.Z(1)), qml.expval(qml.X(1)), qml.expval(qml.Y(0))
-
-
-X = pnp.array([0.4, 1.1, -0.6], requires_grad=True)
-
-
-def qnode(ex, shots=SHOTS):
-    @qf.qelectron(executors=ex)
-    @qml.qnode(qml.device("default.qubit", wires=2), shots=shots, diff_method="parameter-shift")
-    def circuit(x):
-        ansatz(x)
-        return observables()
-
-    return circuit
-
-
-@qml.qnode(qml.device("default.qubit", wires=2))
-def exact(x):
-    ansatz(x)
-    return observables()
-
-
-def assert_close(got, want, shots=SHOTS):
-    tol = 5 * np.sqrt(np.maximum(1 - np.asarray(want) ** 2, 1 / shots) / shots)
-    assert np.all(np.abs(np.asarray(got) - np.asarray(want)) <= tol), (got, want, tol)
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # -- both targets vs default.qubit ------------------------------------------------------------
@@ -450,24 +404,11 @@ def test_invalid_configuration_is_rejected_with_the_fix():
 
 
 def test_import_qfleet_without_the_azure_extra():
-    code = textwrap.dedent(f"""
-        import sys
-        sys.modules["azure"] = None          # as if not installed
-        import pennylane as qml
-        import qfleet
-        from qfleet.errors import ConfigError
-        ex = qfleet.executor.AzureExecutor(backend_name="ionq.simulator", shots=10,
-                                           resource_id="{RESOURCE_ID}")
-        assert not [m for m in sys.modules if m.startswith("azure.") and sys.modules[m]]
-        tape = qml.tape.QuantumScript([qml.H(0)], [qml.expval(qml.Z(0))])
-        try:
-            ex.run_circuit_sync(tape)
-        except ConfigError as exc:
-            print("ERROR", exc)
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "ERROR" in out.stdout and "pip install 'qfleet[azure]'" in out.stdout
+    stdout = run_without_extra(
+        ("azure",), "azure.",
+        f'AzureExecutor(backend_name="ionq.simulator", shots=10, resource_id="{RESOURCE_ID}")',
+        "qml.tape.QuantumScript([qml.H(0)], [qml.expval(qml.Z(0))])")
+    assert "ERROR" in stdout and "pip install 'qfleet[azure]'" in stdout
 
 
 # -- translation (no service) -----------------------------------------------------------------
@@ -487,7 +428,7 @@ def _random_tape(seed: int) -> QuantumScript:
 @pytest.mark.parametrize("seed", range(4))
 def test_ionq_circuit_has_default_qubits_probabilities(seed):
     pytest.importorskip("qiskit")
-    from azure_quantum import run_ionq  # the stand-in's own reading of IonQ's format
+    from standins.azure_quantum import run_ionq  # the stand-in's own reading of IonQ's format
 
     tape = _random_tape(seed)
     circuit = to_ionq_circuit(tape)

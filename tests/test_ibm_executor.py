@@ -4,8 +4,6 @@ secrets, config files, the lazy ``ibm`` extra, and the tape -> qiskit translatio
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -26,6 +24,7 @@ from qfleet.errors import ConfigError, ExecutorError  # noqa: E402
 from qfleet.executors import QiskitExecutor, executor_classes  # noqa: E402
 from qfleet.executors.ibm import IBMAuthenticationError  # noqa: E402
 from qfleet.executors.ibm_runtime import to_executor_error  # noqa: E402
+from standins.helpers import run_without_extra  # noqa: E402
 
 SECRET = "s3cr3t-IBM-cloud-api-key-0123456789"
 
@@ -196,24 +195,11 @@ def test_config_with_an_unknown_option_names_it(config_file):
 
 
 def test_import_qfleet_without_the_ibm_extra():
-    code = textwrap.dedent("""
-        import sys
-        for name in ("qiskit", "qiskit_aer", "qiskit_ibm_runtime"):
-            sys.modules[name] = None          # as if not installed
-        import pennylane as qml
-        import qfleet
-        from qfleet.errors import ConfigError
-        ex = qfleet.executor.QiskitExecutor(options={"default_shots": 10})
-        assert not [m for m in sys.modules if m.startswith("qiskit") and sys.modules[m]]
-        tape = qml.tape.QuantumScript([qml.H(0)], [qml.expval(qml.Z(0))], shots=10)
-        try:
-            ex.run_circuit_sync(tape)
-        except ConfigError as exc:
-            print("ERROR", exc)
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "ERROR" in out.stdout and "pip install 'qfleet[ibm]'" in out.stdout
+    stdout = run_without_extra(
+        ("qiskit", "qiskit_aer", "qiskit_ibm_runtime"), "qiskit",
+        'QiskitExecutor(options={"default_shots": 10})',
+        "qml.tape.QuantumScript([qml.H(0)], [qml.expval(qml.Z(0))], shots=10)")
+    assert "ERROR" in stdout and "pip install 'qfleet[ibm]'" in stdout
 
 
 # -- translation ------------------------------------------------------------------------------

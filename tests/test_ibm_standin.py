@@ -13,42 +13,31 @@ import asyncio
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pennylane as qml
 import pytest
-from pennylane import numpy as pnp
 from pennylane.tape import QuantumScript
 
 pytest.importorskip("qiskit_ibm_runtime")
 requests = pytest.importorskip("requests")
 
-import qfleet as qf  # noqa: E402
 from qfleet.errors import ExecutorTimeoutError  # noqa: E402
 from qfleet.executors import QiskitExecutor  # noqa: E402
 from qfleet.executors.ibm import IBMAuthenticationError, IBMJobError, close_sessions  # noqa: E402
+from standins.helpers import X, assert_close, exact, qnode, wait_for  # noqa: E402
+from standins.process import ControlChannel, start_port, stop  # noqa: E402
 
 STANDIN = Path(__file__).parent / "standins" / "ibm_runtime.py"
 API_KEY = "standin-api-key-for-qfleet-tests"
-SHOTS = 4000
 
 
-class StandIn:
+class StandIn(ControlChannel):
     def __init__(self, port: int, process: subprocess.Popen):
         self.port, self.process = port, process
         self.base = f"http://127.0.0.1:{port}"
         self.url = f"{self.base}/api/v1"
-
-    def control(self, what: str, body: dict | None = None) -> dict:
-        if body is None and what == "stats":
-            return requests.get(f"{self.base}/__standin__/stats", timeout=10).json()
-        return requests.post(f"{self.base}/__standin__/{what}", json=body or {}, timeout=10).json()
-
-    def jobs(self) -> list[dict]:
-        return self.control("stats")["jobs"]
 
     def executor(self, **kwargs) -> QiskitExecutor:
         kwargs = {"device": "sampler", "backend": "ibm_manila", "token": API_KEY,
@@ -58,25 +47,12 @@ class StandIn:
 
 @pytest.fixture(scope="module")
 def standin():
-    process = subprocess.Popen(
-        [sys.executable, str(STANDIN), "--port", "0", "--api-key", API_KEY],
-        stdout=subprocess.PIPE, stderr=None, text=True,
-    )
-    port = None
-    deadline = time.monotonic() + 120
-    line = ""
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("PORT "):
-            port = int(line.split()[1])
-            break
-        if process.poll() is not None:
-            break
-    if port is None:
-        process.kill()
-        pytest.fail(f"the IBM stand-in did not start: {line!r}")
-    # Drain stdout so the stand-in never blocks on a full pipe.
-    threading.Thread(target=process.stdout.read, daemon=True).start()
+    try:
+        process, port = start_port(
+            [sys.executable, str(STANDIN), "--port", "0", "--api-key", API_KEY],
+            "the IBM stand-in", timeout=120)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     patch = pytest.MonkeyPatch()
     base = f"http://127.0.0.1:{port}"
     patch.setenv("IAM_URL", base)  # IBM Cloud IAM (API key -> JWT)
@@ -87,55 +63,12 @@ def standin():
     finally:
         close_sessions()
         patch.undo()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 @pytest.fixture
 def server(standin):
-    close_sessions()
-    standin.control("reset")
-    yield standin
-    standin.control("faults", {"hold_jobs": False})
-
-
-def ansatz(x):
-    qml.RX(x[0], wires=0)
-    qml.RY(x[1], wires=1)
-    qml.CNOT(wires=[0, 1])
-    qml.RZ(x[2], wires=1)
-    qml.Hadamard(wires=1)
-
-
-def observables():
-    return qml.expval(qml.Z(0) @ qml.Z(1)), qml.expval(qml.X(1)), qml.expval(qml.Y(0))
-
-
-X = pnp.array([0.4, 1.1, -0.6], requires_grad=True)
-
-
-def qnode(executor, shots=SHOTS):
-    @qf.qelectron(executors=executor)
-    @qml.qnode(qml.device("default.qubit", wires=2), shots=shots, diff_method="parameter-shift")
-    def circuit(x):
-        ansatz(x)
-        return observables()
-
-    return circuit
-
-
-@qml.qnode(qml.device("default.qubit", wires=2))
-def exact(x):
-    ansatz(x)
-    return observables()
-
-
-def assert_close(got, want, shots=SHOTS):
-    tol = 5 * np.sqrt(np.maximum(1 - np.asarray(want) ** 2, 1 / shots) / shots)
-    assert np.all(np.abs(np.asarray(got) - np.asarray(want)) <= tol), (got, want, tol)
+    yield from standin.fresh(close_sessions)
 
 
 @pytest.mark.parametrize("device", ["sampler", "estimator"])
@@ -199,15 +132,6 @@ def test_reattach_to_a_job_by_id(server):
     z = sum((1 if bits[-1] == "0" else -1) * n for bits, n in counts.items()) / 1000
     assert z == pytest.approx(result[0])
     assert ex.service().job(job_id).status() == "DONE"
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_job_states_seen_by_the_sdk(server):

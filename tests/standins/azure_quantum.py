@@ -45,19 +45,23 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
-import threading
 import time
-import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+
+if __package__:
+    from .http_base import CONTROL, FaultHandler, FaultState, bind, make_server
+    from .http_base import serve as serve_http
+    from .process import ControlChannel, read_until, stop
+else:  # run as a script, or imported with tests/standins on sys.path
+    from http_base import CONTROL, FaultHandler, FaultState, bind, make_server
+    from http_base import serve as serve_http
+    from process import ControlChannel, read_until, stop
 
 #: Azurite's well-known development account (documented, public).
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -178,13 +182,12 @@ def run_ionq(program: dict, shots: int, exact: bool) -> dict[str, dict[str, floa
 # -- state ------------------------------------------------------------------------------------
 
 
-class State:
+class State(FaultState):
     """Everything the stand-in remembers; one condition lock guards it."""
 
     def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(workers=4)
         self.config = config
-        self.lock = threading.Condition()
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="standin-job")
         self.base = ""  # https://127.0.0.1:<port>, set once listening
         from azure.storage.blob import BlobServiceClient
 
@@ -192,19 +195,12 @@ class State:
             "account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY})
         self.reset()
 
-    def reset(self) -> None:
-        with self.lock:
-            self.jobs: dict[str, dict] = {}
-            self.tokens: dict[str, tuple[str, float]] = {}
-            self.requests: list[tuple[str, str, int]] = []
-            self.fail_jobs: list[dict] = []
-            self.http_errors: list[dict] = []
-            self.hold_jobs = False
-            self.job_delay = 0.0
-            self.secret_expired = False
-            self.availability = {name: t.get("availability", "Available")
-                                 for name, t in TARGETS.items()}
-            self.lock.notify_all()
+    def clear(self) -> None:
+        self.jobs: dict[str, dict] = {}
+        self.tokens: dict[str, tuple[str, float]] = {}
+        self.secret_expired = False
+        self.availability = {name: t.get("availability", "Available")
+                             for name, t in TARGETS.items()}
 
     # -- blobs ------------------------------------------------------------------------------
 
@@ -245,8 +241,7 @@ class State:
 
     def run_job(self, job_id: str) -> None:
         with self.lock:
-            while self.hold_jobs and self.jobs.get(job_id, {}).get("status") == "Waiting":
-                self.lock.wait(0.05)
+            self.wait_while_held(job_id, "Waiting")
             job = self.jobs.get(job_id)
             if job is None or job["status"] != "Waiting":
                 return
@@ -266,10 +261,7 @@ class State:
             error = {"code": "InvalidInputData", "message": f"{type(exc).__name__}: {exc}"}
         remaining = delay - (time.monotonic() - started) if error is None else 0.0
         with self.lock:
-            deadline = time.monotonic() + max(remaining, 0)
-            while job["status"] == "Executing" and time.monotonic() < deadline:
-                self.lock.wait(deadline - time.monotonic())
-            if job["status"] != "Executing":  # cancelled meanwhile
+            if not self.linger(job, "Executing", remaining):  # cancelled meanwhile
                 return
         if output is not None:
             container = self._blob_path(job["inputDataUri"])[0]
@@ -316,90 +308,42 @@ _WORKSPACE = re.compile(
 )
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(FaultHandler):
     server_version = "qfleet-azure-quantum-standin/1"
-    protocol_version = "HTTP/1.1"
     state: State
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        if os.environ.get("STANDIN_VERBOSE"):
-            super().log_message(format, *args)
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+    fault_path_match = staticmethod(re.search)
 
     def _send(self, status: int, body: Any = None, headers: dict | None = None) -> None:
         data = b"" if body is None else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-ms-request-id", str(uuid.uuid4()))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
+        self._write(status, data, "application/json; charset=utf-8",
+                    {"x-ms-request-id": str(uuid.uuid4()), **(headers or {})})
         path = urlparse(self.path).path
-        if not path.startswith("/__standin__/"):
+        if not path.startswith(CONTROL):
             with self.state.lock:
                 self.state.requests.append((self.command, path, status))
 
     def _error(self, status: int, code: str, message: str, headers: dict | None = None) -> None:
         self._send(status, _odata_error(code, message), headers)
 
-    def do_GET(self) -> None:
-        self._dispatch()
+    def _not_found(self, message: str) -> None:
+        self._error(404, "NotFound", message)
 
-    def do_POST(self) -> None:
-        self._dispatch()
+    def _crashed(self, exc: Exception) -> None:
+        self._error(500, "InternalError", f"stand-in error: {type(exc).__name__}: {exc}")
 
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        url = urlparse(self.path)
-        path, query = url.path, parse_qs(url.query)
-        body = self._body()
-        try:
-            if path.startswith("/__standin__/"):
-                return self._control(path[len("/__standin__/"):], body)
-            if self._injected_error(path):
-                return None
-            parts = [p for p in path.split("/") if p]
-            if len(parts) >= 2 and parts[1] in ("v2.0", "oauth2"):
-                return self._entra(parts, body)
-            match = _WORKSPACE.match(path)
-            if match:
-                return self._workspace(match, query, body)
-            self._error(404, "NotFound", f"no route {self.command} {path}")
-        except Exception as exc:
-            traceback.print_exc()
-            self._error(500, "InternalError", f"stand-in error: {type(exc).__name__}: {exc}")
-
-    def _injected_error(self, path: str) -> bool:
-        with self.state.lock:
-            for rule in self.state.http_errors:
-                if rule.get("method", self.command) != self.command:
-                    continue
-                if not re.search(rule.get("path", ".*"), path):
-                    continue
-                if rule["codes"]:
-                    status = rule["codes"].pop(0)
-                    retry_after = rule.get("retry_after")
-                    break
-            else:
-                return False
+    def _injected(self, status: int, retry_after: Any) -> None:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         code = {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(status, "InjectedError")
         self._error(status, code, f"injected {status} (stand-in fault)", headers)
-        return True
+
+    def _route(self, path: str, query: dict, body: bytes) -> None:
+        parts = [p for p in path.split("/") if p]
+        if len(parts) >= 2 and parts[1] in ("v2.0", "oauth2"):
+            return self._entra(parts, body)
+        match = _WORKSPACE.match(path)
+        if match:
+            return self._workspace(match, query, body)
+        self._error(404, "NotFound", f"no route {self.command} {path}")
 
     # -- Microsoft Entra ID -------------------------------------------------------------------
 
@@ -632,34 +576,18 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- test controls ------------------------------------------------------------------------
 
-    def _control(self, what: str, body: bytes) -> None:
+    def _stats(self) -> dict:
         state = self.state
-        if what == "stats" and self.command == "GET":
-            with state.lock:
-                jobs = [{k: j.get(k) for k in ("id", "name", "target", "status", "inputParams",
-                                                "inputDataFormat", "errorData", "metadata",
-                                                "tags")}
-                        for j in state.jobs.values()]
-                return self._send(200, {"jobs": jobs, "requests": state.requests,
-                                        "tokens_issued": len(state.tokens)})
-        if what == "reset" and self.command == "POST":
-            state.reset()
-            return self._send(200, {"ok": True})
-        if what == "faults" and self.command == "POST":
-            faults = json.loads(body or b"{}")
-            with state.lock:
-                state.fail_jobs.extend(faults.get("fail_jobs", []))
-                state.http_errors.extend(faults.get("http_errors", []))
-                if "hold_jobs" in faults:
-                    state.hold_jobs = bool(faults["hold_jobs"])
-                if "job_delay" in faults:
-                    state.job_delay = float(faults["job_delay"])
-                if "expire_secret" in faults:
-                    state.secret_expired = bool(faults["expire_secret"])
-                state.availability.update(faults.get("availability", {}))
-                state.lock.notify_all()
-            return self._send(200, {"ok": True})
-        return self._error(404, "NotFound", f"no control {what}")
+        jobs = [{k: j.get(k) for k in ("id", "name", "target", "status", "inputParams",
+                                        "inputDataFormat", "errorData", "metadata", "tags")}
+                for j in state.jobs.values()]
+        return {"jobs": jobs, "requests": state.requests, "tokens_issued": len(state.tokens)}
+
+    def _more_faults(self, faults: dict) -> None:
+        state = self.state
+        if "expire_secret" in faults:
+            state.secret_expired = bool(faults["expire_secret"])
+        state.availability.update(faults.get("availability", {}))
 
 
 def serve(config: dict[str, Any], cert: str, key: str, port: int = 0) -> None:
@@ -667,24 +595,15 @@ def serve(config: dict[str, Any], cert: str, key: str, port: int = 0) -> None:
     # Import qiskit and Aer before the first job.
     run_openqasm('OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[1];\ncreg c[1];\n'
                  'measure q[0] -> c[0];', 1)
-    handler = type("BoundHandler", (Handler,), {"state": state})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
+    server = make_server(bind(Handler, state), port)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     # Handshake in the handler's thread (first read), not in accept() on the serving thread.
     server.socket = context.wrap_socket(server.socket, server_side=True,
                                         do_handshake_on_connect=False)
     state.base = f"https://127.0.0.1:{server.server_address[1]}"
-    print(f"PORT {server.server_address[1]}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    try:
-        server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        state.pool.shutdown(wait=False, cancel_futures=True)
+    serve_http(server, sigterm=True,
+               cleanup=lambda: state.pool.shutdown(wait=False, cancel_futures=True))
 
 
 # -- launching it all (tests and benchmarks) ---------------------------------------------------
@@ -737,33 +656,7 @@ def azurite_command() -> list[str] | None:
     return [found] if found else None
 
 
-def _read_until(process: subprocess.Popen, pattern: str, timeout: float, what: str) -> re.Match:
-    """Read ``process``'s stdout until a line matches; then drain the rest in a thread."""
-    lines: list[str] = []
-    found: list[re.Match] = []
-    done = threading.Event()
-
-    def read() -> None:
-        for line in process.stdout:
-            if not found:
-                lines.append(line)
-                match = re.search(pattern, line)
-                if match:
-                    found.append(match)
-                    done.set()
-            elif os.environ.get("STANDIN_VERBOSE"):
-                sys.stderr.write(f"[{what}] {line}")
-        done.set()
-
-    threading.Thread(target=read, daemon=True, name=f"{what}-stdout").start()
-    done.wait(timeout)
-    if not found:
-        process.kill()
-        raise RuntimeError(f"{what} did not start within {timeout} s: {''.join(lines)[-2000:]}")
-    return found[0]
-
-
-class AzureStack:
+class AzureStack(ControlChannel):
     """Azurite + the Azure Quantum stand-in, each its own process on free loopback ports.
 
     ``env`` holds what the SDK's process needs to trust the stand-in's certificate
@@ -823,7 +716,7 @@ class AzureStack:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=storage,
         )
         self.processes.append(azurite)
-        match = _read_until(azurite, r"listens on (http://127\.0\.0\.1:\d+)", 60, "azurite")
+        match = read_until(azurite, r"listens on (http://127\.0\.0\.1:\d+)", 60, "azurite")
         self.azurite = f"{match[1]}/{AZURITE_ACCOUNT}"
         config = {
             "tenant_id": self.TENANT, "client_id": self.CLIENT_ID,
@@ -839,30 +732,15 @@ class AzureStack:
             stdout=subprocess.PIPE, stderr=None, text=True,
         )
         self.processes.append(standin)
-        self.port = int(_read_until(standin, r"^PORT (\d+)", 120, "azure-standin")[1])
+        self.port = int(read_until(standin, r"^PORT (\d+)", 120, "azure-standin")[1])
         return self
 
-    def control(self, what: str, body: dict | None = None) -> dict:
-        import requests
-
-        url = f"{self.base}/__standin__/{what}"
-        if body is None and what == "stats":
-            return requests.get(url, timeout=10, verify=str(self.cert)).json()
-        return requests.post(url, json=body or {}, timeout=10, verify=str(self.cert)).json()
-
-    def jobs(self) -> list[dict]:
-        return self.control("stats")["jobs"]
+    @property
+    def verify(self) -> str:
+        return str(self.cert)
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
-        for process in reversed(self.processes):
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop(*self.processes)
         self.processes.clear()
 
     def __enter__(self) -> AzureStack:

@@ -38,7 +38,6 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -61,6 +60,13 @@ from classiq.interface.executor.result import (
 from classiq.interface.interface_version import INTERFACE_VERSION
 from classiq.interface.jobs import JobStatus
 from pydantic import ValidationError
+
+if __package__:
+    from .http_base import JSONHandler, make_server, serve
+    from .process import start_port, stop
+else:  # run as a script, or imported with tests/standins on sys.path
+    from http_base import JSONHandler, make_server, serve
+    from process import start_port, stop
 
 PREFIX = f"/api/v{INTERFACE_VERSION}"
 DEFAULT_SHOTS = 2048
@@ -362,23 +368,16 @@ class Service:
 
 
 def make_handler(service: Service):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:  # quiet
-            pass
+    class Handler(JSONHandler):
+        def do_DELETE(self) -> None:  # noqa: N802 - not a Classiq method: 501, as before
+            self.send_error(501, f"Unsupported method ({self.command!r})")
 
         def _send(self, status: int, body: Any = None, raw: bytes | None = None) -> None:
             data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self._write(status, data)
 
-        def _body(self) -> Any:
-            length = int(self.headers.get("Content-Length") or 0)
-            data = self.rfile.read(length) if length else b""
+        def _json_body(self) -> Any:
+            data = self._body()
             if self.headers.get("Content-Type", "").startswith("application/json") and data:
                 try:
                     return json.loads(data)
@@ -386,12 +385,13 @@ def make_handler(service: Service):
                     raise HTTPError(400, f"invalid JSON: {exc}") from exc
             return data
 
-        def _handle(self, method: str) -> None:
+        def _dispatch(self) -> None:
+            method = self.command
             url = urlparse(self.path)
             path, query = url.path, parse_qs(url.query)
             service.requests.append(f"{method} {path}")
             try:
-                body = self._body()
+                body = self._json_body()
                 if path.startswith("/_standin/"):
                     return self._control(method, path, body)
                 if path.startswith("/blobs/") and method == "GET":
@@ -469,18 +469,6 @@ def make_handler(service: Service):
                     return self._send(204)
             raise HTTPError(404, f"unknown route {method} {route}")
 
-        def do_GET(self) -> None:  # noqa: N802
-            self._handle("GET")
-
-        def do_POST(self) -> None:  # noqa: N802
-            self._handle("POST")
-
-        def do_PUT(self) -> None:  # noqa: N802
-            self._handle("PUT")
-
-        def do_PATCH(self) -> None:  # noqa: N802
-            self._handle("PATCH")
-
     return Handler
 
 
@@ -489,17 +477,12 @@ class Running:
 
     def __init__(self, token: str | None = None, delay: float = 0.05):
         import os
-        import subprocess
 
         command = [sys.executable, os.path.abspath(__file__), "--port", "0", "--delay", str(delay)]
         if token is not None:
             command += ["--token", token]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        if not line.startswith("PORT "):
-            self.process.kill()
-            raise RuntimeError(f"the Classiq stand-in did not start: {line!r}")
-        self.url = f"http://127.0.0.1:{int(line.split()[1])}"
+        self.process, port = start_port(command, "the Classiq stand-in")
+        self.url = f"http://127.0.0.1:{port}"
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         import httpx
@@ -515,13 +498,7 @@ class Running:
         return self._call("GET", "/_standin/state")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except Exception:  # noqa: BLE001
-            self.process.kill()
-        if self.process.stdout:
-            self.process.stdout.close()
+        stop(self.process, timeout=5)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,13 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     _import_qiskit()
     service = Service(token=args.token)
     service.delay = args.delay
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(service))
-    server.daemon_threads = True
-    print(f"PORT {server.server_address[1]}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:  # pragma: no cover
-        pass
+    serve(make_server(make_handler(service), args.port), poll_interval=0.5)
     return 0
 
 

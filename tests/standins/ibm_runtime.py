@@ -37,18 +37,18 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
-import sys
-import threading
 import time
 import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import jwt
+
+if __package__:
+    from .http_base import FaultHandler, FaultState, bind, make_server, serve
+else:  # run as a script, or imported with tests/standins on sys.path
+    from http_base import FaultHandler, FaultState, bind, make_server, serve
 
 CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/51a9d5c0ffee::4e3b-standin"
 INSTANCE_NAME = "standin-instance"
@@ -74,28 +74,20 @@ def _fake_manila_files() -> tuple[dict, dict]:
     return conf, props
 
 
-class State:
+class State(FaultState):
     """Everything the stand-in remembers; one lock guards it."""
 
     def __init__(self, api_key: str) -> None:
+        super().__init__(workers=2)
         self.api_key = api_key
-        self.lock = threading.Condition()
-        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="standin-job")
         self.conf, self.props = _fake_manila_files()
         self._simulators: dict[str, Any] = {}
         self.reset()
 
-    def reset(self) -> None:
-        with self.lock:
-            self.jobs: dict[str, dict] = {}
-            self.sessions: dict[str, dict] = {}
-            self.requests: list[tuple[str, str, int]] = []
-            self.fail_jobs: list[str] = []
-            self.http_errors: list[dict] = []
-            self.hold_jobs = False
-            self.job_delay = 0.0
-            self.tokens_issued = 0
-            self.lock.notify_all()
+    def clear(self) -> None:
+        self.jobs: dict[str, dict] = {}
+        self.sessions: dict[str, dict] = {}
+        self.tokens_issued = 0
 
     # -- simulation -------------------------------------------------------------------------
 
@@ -116,8 +108,7 @@ class State:
 
     def run_job(self, job_id: str) -> None:
         with self.lock:
-            while self.hold_jobs and self.jobs[job_id]["status"] == "Queued":
-                self.lock.wait(0.05)
+            self.wait_while_held(job_id, "Queued")
             job = self.jobs[job_id]
             if job["status"] != "Queued":
                 return
@@ -138,10 +129,7 @@ class State:
                 traceback.print_exc()
         remaining = delay - (time.monotonic() - started)
         with self.lock:
-            deadline = time.monotonic() + max(remaining, 0)
-            while job["status"] == "Running" and time.monotonic() < deadline:
-                self.lock.wait(deadline - time.monotonic())
-            if job["status"] != "Running":  # cancelled meanwhile
+            if not self.linger(job, "Running", remaining):  # cancelled meanwhile
                 return
             if error is None:
                 job["status"], job["results"] = "Completed", text
@@ -185,20 +173,11 @@ def _decode(text: str) -> Any:
     return json.loads(text, cls=RuntimeDecoder)
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(FaultHandler):
     server_version = "qfleet-ibm-standin/1"
-    protocol_version = "HTTP/1.1"
     state: State
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        if os.environ.get("STANDIN_VERBOSE"):
-            super().log_message(format, *args)
-
-    # -- plumbing -----------------------------------------------------------------------------
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+    # -- replies --------------------------------------------------------------------------------
 
     def _send(self, status: int, body: Any = None, *, text: bool = False) -> None:
         if body is None:
@@ -207,12 +186,7 @@ class Handler(BaseHTTPRequestHandler):
             data, ctype = body.encode(), "text/plain"
         else:
             data, ctype = json.dumps(body).encode(), "application/json"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
+        self._write(status, data, ctype)
         with self.state.lock:
             self.state.requests.append((self.command, urlparse(self.path).path, status))
 
@@ -220,20 +194,14 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, {"errors": [{"message": message, "code": code}],
                             "error": {"message": message, "code": code}, "status_code": status})
 
-    def _injected_error(self, path: str) -> bool:
-        with self.state.lock:
-            for rule in self.state.http_errors:
-                if rule.get("method", self.command) != self.command:
-                    continue
-                if not re.fullmatch(rule.get("path", ".*"), path):
-                    continue
-                if rule["codes"]:
-                    status = rule["codes"].pop(0)
-                    break
-            else:
-                return False
+    def _not_found(self, message: str) -> None:
+        self._error(404, message)
+
+    def _crashed(self, exc: Exception) -> None:
+        self._error(500, f"stand-in error: {type(exc).__name__}: {exc}")
+
+    def _injected(self, status: int, retry_after: Any) -> None:
         self._error(status, f"injected error {status}")
-        return True
 
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
@@ -251,44 +219,18 @@ class Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        url = urlparse(self.path)
-        path, query = url.path, parse_qs(url.query)
-        body = self._body()
-        try:
-            if path.startswith("/__standin__/"):
-                return self._control(path[len("/__standin__/"):], body)
-            if self._injected_error(path):
+    def _route(self, path: str, query: dict, body: bytes) -> None:
+        if path == "/identity/token" and self.command == "POST":
+            return self._iam(body)
+        if path == "/v3/resources/search" and self.command == "POST":
+            return self._search()
+        if path.startswith("/catalog/") and self.command == "GET":
+            return self._catalog()
+        if path.startswith("/api/v1/"):
+            if not self._authorized():
                 return None
-            if path == "/identity/token" and self.command == "POST":
-                return self._iam(body)
-            if path == "/v3/resources/search" and self.command == "POST":
-                return self._search()
-            if path.startswith("/catalog/") and self.command == "GET":
-                return self._catalog()
-            if path.startswith("/api/v1/"):
-                if not self._authorized():
-                    return None
-                return self._api(path[len("/api/v1"):], query, body)
-            self._error(404, f"no route {self.command} {path}")
-        except Exception as exc:
-            traceback.print_exc()
-            self._error(500, f"stand-in error: {type(exc).__name__}: {exc}")
+            return self._api(path[len("/api/v1"):], query, body)
+        self._error(404, f"no route {self.command} {path}")
 
     # -- IBM Cloud ----------------------------------------------------------------------------
 
@@ -509,35 +451,19 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- test controls ------------------------------------------------------------------------
 
-    def _control(self, what: str, body: bytes) -> None:
+    def _stats(self) -> dict:
         state = self.state
-        if what == "stats" and self.command == "GET":
-            with state.lock:
-                jobs = [{k: j[k] for k in ("id", "program", "backend", "status", "session_id",
-                                           "num_pubs", "reason")} | {"shots": _pub_shots(j)}
-                        for j in state.jobs.values()]
-                sessions = [{k: v for k, v in s.items()} for s in state.sessions.values()]
-                return self._send(200, {"jobs": jobs, "sessions": sessions,
-                                        "requests": state.requests,
-                                        "tokens_issued": state.tokens_issued})
-        if what == "reset" and self.command == "POST":
-            state.reset()
-            return self._send(200, {"ok": True})
-        if what == "faults" and self.command == "POST":
-            faults = json.loads(body or b"{}")
-            with state.lock:
-                state.fail_jobs.extend(faults.get("fail_jobs", []))
-                state.http_errors.extend(faults.get("http_errors", []))
-                if "hold_jobs" in faults:
-                    state.hold_jobs = bool(faults["hold_jobs"])
-                if faults.get("expire_sessions"):
-                    for session in state.sessions.values():
-                        session.update(accepting_jobs=False, state="closed", closed_at=_now())
-                if "job_delay" in faults:
-                    state.job_delay = float(faults["job_delay"])
-                state.lock.notify_all()
-            return self._send(200, {"ok": True})
-        return self._error(404, f"no control {what}")
+        jobs = [{k: j[k] for k in ("id", "program", "backend", "status", "session_id",
+                                   "num_pubs", "reason")} | {"shots": _pub_shots(j)}
+                for j in state.jobs.values()]
+        sessions = [{k: v for k, v in s.items()} for s in state.sessions.values()]
+        return {"jobs": jobs, "sessions": sessions, "requests": state.requests,
+                "tokens_issued": state.tokens_issued}
+
+    def _more_faults(self, faults: dict) -> None:
+        if faults.get("expire_sessions"):
+            for session in self.state.sessions.values():
+                session.update(accepting_jobs=False, state="closed", closed_at=_now())
 
 
 def _pub_shots(job: dict) -> list:
@@ -556,18 +482,8 @@ def main(argv: list[str] | None = None) -> None:
     state = State(args.api_key)
     # Import qiskit before serving: the first job must not pay for it.
     state.simulator("ibm_manila")
-    handler = type("BoundHandler", (Handler,), {"state": state})
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
-    server.daemon_threads = True
-    print(f"PORT {server.server_address[1]}", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        state.pool.shutdown(wait=False, cancel_futures=True)
-        sys.stdout.flush()
+    server = make_server(bind(Handler, state), args.port)
+    serve(server, cleanup=lambda: state.pool.shutdown(wait=False, cancel_futures=True))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,88 @@
+"""Test helpers shared by the executor tests that run against the stand-ins (not product): the
+reference QNode, its exact values and a shot-noise bound, polling, and the check that a cloud
+executor works without its extra installed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pennylane as qml
+from pennylane import numpy as pnp
+
+SHOTS = 4000
+
+
+def ansatz(x):
+    qml.RX(x[0], wires=0)
+    qml.RY(x[1], wires=1)
+    qml.CNOT(wires=[0, 1])
+    qml.RZ(x[2], wires=1)
+    qml.Hadamard(wires=1)
+
+
+def observables():
+    return qml.expval(qml.Z(0) @ qml.Z(1)), qml.expval(qml.X(1)), qml.expval(qml.Y(0))
+
+
+X = pnp.array([0.4, 1.1, -0.6], requires_grad=True)
+
+
+def qnode(executor, shots=SHOTS):
+    import qfleet as qf
+
+    @qf.qelectron(executors=executor)
+    @qml.qnode(qml.device("default.qubit", wires=2), shots=shots, diff_method="parameter-shift")
+    def circuit(x):
+        ansatz(x)
+        return observables()
+
+    return circuit
+
+
+@qml.qnode(qml.device("default.qubit", wires=2))
+def exact(x):
+    ansatz(x)
+    return observables()
+
+
+def assert_close(got, want, shots=SHOTS):
+    tol = 5 * np.sqrt(np.maximum(1 - np.asarray(want) ** 2, 1 / shots) / shots)
+    assert np.all(np.abs(np.asarray(got) - np.asarray(want)) <= tol), (got, want, tol)
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def run_without_extra(blocked: tuple[str, ...], prefix: str, executor: str, tape: str) -> str:
+    """Run, in a fresh interpreter where the ``blocked`` modules cannot be imported, an executor
+    (``qfleet.executor.<executor>``) on ``tape``; check that importing qfleet and building the
+    executor loaded no module starting with ``prefix``. Returns stdout: ``ERROR <message>``
+    where running raised ConfigError."""
+    code = textwrap.dedent(f"""
+        import sys
+        for name in {blocked!r}:
+            sys.modules[name] = None          # as if not installed
+        import pennylane as qml
+        import qfleet
+        from qfleet.errors import ConfigError
+        ex = qfleet.executor.{executor}
+        assert not [m for m in sys.modules if m.startswith({prefix!r}) and sys.modules[m]]
+        tape = {tape}
+        try:
+            ex.run_circuit_sync(tape)
+        except ConfigError as exc:
+            print("ERROR", exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
