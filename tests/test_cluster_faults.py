@@ -257,3 +257,17 @@ def test_rate_limit_spaces_submissions():
     assert all(f.result()[0] == pytest.approx(exact(0.1)) for f in futures)
     # 20 per second: the 30th submission waits for the second period
     assert time.perf_counter() - started >= 0.9
+
+
+def test_late_binding_with_every_breaker_open_still_answers():
+    members = [Scripted(name=f"down{i}", latency=0.001, then="transient", max_concurrent=1) for i in range(2)]
+    cluster = qf.QuantumCluster(
+        executors=members, selector="least_busy", retries=1, backoff=0.001,
+        breaker_threshold=1, breaker_cooldown=60,
+    )  # fmt: skip
+    for _ in range(2):  # the second batch meets two open breakers: an error, not a hang
+        started = time.perf_counter()
+        with pytest.raises(ExecutorError, match="no reply"):
+            cluster.run_later([tape(0.1)]).result(timeout=10)
+        assert time.perf_counter() - started < 5
+    assert {h.state for h in cluster.health().values()} == {"open"}

@@ -30,6 +30,8 @@ from qfleet.runtime.queuing import make_queuing_thread_safe
 
 #: Weight of the newest latency in the exponentially weighted mean.
 EWMA_WEIGHT = 0.3
+#: Seconds between checks for a free member while a late-bound batch waits.
+BIND_RECHECK = 0.25
 
 
 class SelectorError(QFleetError, ValueError):
@@ -419,8 +421,10 @@ class QuantumCluster(QuantumExecutor):
         return self._runtime[key]
 
     async def _slot_freed(self) -> None:
+        # One slot freed: wake one waiting batch (waking all would make every finished
+        # batch cost a pass over every waiting one).
         async with self._slots():
-            self._slots().notify_all()
+            self._slots().notify(1)
 
     async def _prepare_elsewhere(self, target: QuantumExecutor, chunk: _Chunk) -> _Chunk:
         # Tape work off the caller's thread: safe with thread-local queuing (see prepare).
@@ -438,15 +442,17 @@ class QuantumCluster(QuantumExecutor):
             while True:
                 with self._lock:
                     now = time.monotonic()
-                    free = [
-                        i
-                        for i in range(len(self.executors))
-                        if self._available(i, now)
-                        and self._stats()[i].in_flight < self._capacity(i)
-                    ]
+                    members = range(len(self.executors))
+                    # with every breaker open, still try (the caller gets the real error)
+                    pool = [i for i in members if self._available(i, now)] or list(members)
+                    stats = self._stats()
+                    free = [i for i in pool if stats[i].in_flight < self._capacity(i)]
                 if free:
                     break
-                await self._slots().wait()
+                try:  # a breaker's cooldown ending frees no slot: look again now and then
+                    await asyncio.wait_for(self._slots().wait(), BIND_RECHECK)
+                except TimeoutError:
+                    pass
             target = (
                 routed_to
                 if routed_to in free
