@@ -20,6 +20,7 @@ import pennylane as qml
 
 import qfleet as qf
 from qfleet.executors import LocalExecutor, QuantumExecutor
+from qfleet.runtime import get_dispatcher
 
 
 class NullExecutor(QuantumExecutor):
@@ -96,6 +97,16 @@ def null_overhead(n: int = 10_000) -> float:
         print(f"null {label}: {per_tape_in_batch * 1e6:.1f} us/tape in one {n}-tape batch "
               f"(target <= 50 us); per one-tape call: sync {sync * 1e6:.1f} us, run_later "
               f"{wall / n * 1e6:.1f} us")
+    # What a one-tape sync call cannot avoid: handing a coroutine to the loop thread and back.
+    async def nothing() -> None:
+        return None
+
+    dispatcher = get_dispatcher()
+    started = time.perf_counter()
+    for _ in range(2000):
+        dispatcher.run(nothing())
+    print(f"bare thread handoff to the dispatcher loop and back: "
+          f"{(time.perf_counter() - started) / 2000 * 1e6:.1f} us (included in the calls above)")
     return per_tape_in_batch
 
 

@@ -404,7 +404,7 @@ class QuantumCluster(QuantumExecutor):
             return BatchResult(done, done[0][1].metadata)
         return BatchResult(
             done,
-            RunMetadata(
+            RunMetadata.model_construct(
                 executor="+".join(dict.fromkeys(raw.metadata.executor for _, raw in done)),
                 backend=self.backend_description,
                 num_circuits=sum(len(c.tapes) for c, _ in done),

@@ -329,11 +329,12 @@ class QuantumExecutor(BaseModel):
             if semaphore is not None:
                 semaphore.release()
             raise
-        return BatchHandle(
+        # model_construct: values made here, no validation on every batch's path
+        return BatchHandle.model_construct(
             executor=self.label,
             num_circuits=prepared.num_circuits,
             submitted_at=submitted_at,
-            job_ids=job_ids,
+            job_ids=tuple(job_ids),
             job=job,
             started=started,
             limits_held=semaphore is not None,
@@ -379,7 +380,7 @@ class QuantumExecutor(BaseModel):
             )
         return BatchResult(
             results,
-            RunMetadata(
+            RunMetadata.model_construct(
                 executor=self.label,
                 backend=self.backend_description,
                 num_circuits=handle.num_circuits,

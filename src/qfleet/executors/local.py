@@ -216,7 +216,7 @@ class LocalExecutor(QuantumExecutor):
         run: _InlineRun = prepared.payload
         return BatchResult(
             run.results,
-            RunMetadata(
+            RunMetadata.model_construct(
                 executor=self.label,
                 backend=self.device,
                 num_circuits=prepared.num_circuits,
