@@ -66,7 +66,7 @@ def main(secret: str) -> None:
     def worker_token(executor):
         import os
 
-        token = executor._token()
+        token = executor.secret("token")
         return {
             "pickled_token_is_none": executor.token is None,
             "instance": executor.instance,

@@ -136,8 +136,8 @@ def test_token_never_shown_or_pickled(monkeypatch):
     assert clone.token is None and clone.backend == "ibm_brisbane" and clone.instance == "inst"
     # The worker side takes the token from its own environment/config.
     monkeypatch.setenv("QFLEET_QISKITEXECUTOR_TOKEN", "worker-token")
-    assert clone._token() == "worker-token"
-    assert ex._token() == SECRET
+    assert clone.secret("token") == "worker-token"
+    assert ex.secret("token") == SECRET
 
 
 def test_errors_never_show_the_token():

@@ -120,8 +120,8 @@ WORKER = textwrap.dedent(
         info = {"type": type(obj).__name__, "config": obj.model_dump(mode="json")}
         token = getattr(obj, "token", "no-field")
         info["token"] = None if token is None else ("no-field" if token == "no-field" else "set")
-        if hasattr(obj, "_token"):
-            info["worker_token"] = obj._token()
+        if "token" in type(obj).model_fields:
+            info["worker_token"] = obj.secret("token")
         if runs:
             result = obj.execute([tape])[0]
             info["result"] = [float(result[0]), [float(p) for p in result[1]]]

@@ -464,31 +464,13 @@ class AzureExecutor(QuantumExecutor):
             measurements=SAMPLING_MEASUREMENTS,
         )
 
-    def _configured(self, key: str) -> Any:
-        """``key`` from this process's config file/environment (for unpickled executors)."""
-        from qfleet.config import executor_defaults
-
-        return executor_defaults(type(self)).get(key)
-
     def _client_secret(self) -> str | None:
-        if self.credentials.client_secret is not None:
-            return self.credentials.client_secret.get_secret_value()
-        configured = self._configured("credentials")
-        if isinstance(configured, dict):
-            secret = configured.get("client_secret")
-            if secret:
-                return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-        return os.environ.get("AZURE_CLIENT_SECRET") or None
+        return self.secret("credentials", "client_secret") or os.environ.get("AZURE_CLIENT_SECRET") or None
 
     def _connection_string(self) -> str | None:
-        if self.connection_string is not None:
-            return self.connection_string.get_secret_value()
-        if self.credentials is None:
-            configured = self._configured("connection_string")
-            if configured:
-                return (configured.get_secret_value() if isinstance(configured, SecretStr)
-                        else configured)
-        return None
+        if self.connection_string is None and self.credentials is not None:
+            return None  # a service principal was given: no connection string from config
+        return self.secret("connection_string")
 
     def _connection(self) -> _Connection:
         common = {"arm_endpoint": self.arm_endpoint, "authority": self.authority,

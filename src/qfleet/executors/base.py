@@ -205,6 +205,27 @@ class QuantumExecutor(BaseModel):
         state["__dict__"] = {k: _without_secrets(v) for k, v in state["__dict__"].items()}
         return state
 
+    def secret(self, *path: str) -> str | None:
+        """A secret's value, e.g. ``secret("token")`` or ``secret("credentials",
+        "client_secret")``: this executor's own, else this process's config file or
+        environment (an unpickled executor carries no secrets), else None."""
+
+        def lookup(value: Any) -> Any:
+            for key in path:
+                if value is None:
+                    return None
+                value = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+            return value
+
+        value = lookup(self)
+        if value is None:
+            from qfleet.config import executor_defaults
+
+            value = lookup(executor_defaults(type(self)))
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return value or None
+
     @property
     def label(self) -> str:
         """The executor's name, or its class name."""

@@ -191,17 +191,6 @@ class ClassiqExecutor(QuantumExecutor):
             )
         return _hide_secrets(value)
 
-    def _token(self) -> str | None:
-        """The token: this executor's, else this process's config file/env (an unpickled
-        executor carries none), else None (the SDK's own credentials)."""
-        if self.token is not None:
-            return self.token.get_secret_value()
-        from qfleet.config import executor_defaults
-
-        token = executor_defaults(type(self)).get("token")
-        if isinstance(token, SecretStr):
-            return token.get_secret_value()
-        return token or None
 
     @property
     def _provider(self) -> str:
@@ -279,7 +268,7 @@ class ClassiqExecutor(QuantumExecutor):
             def __enter__(self):
                 _sdk_lock.acquire()
                 try:
-                    _use_client(executor.host, executor._token())
+                    _use_client(executor.host, executor.secret("token"))
                 except BaseException:
                     _sdk_lock.release()
                     raise

@@ -276,22 +276,12 @@ class QiskitExecutor(QuantumExecutor):
             options["simulator"] = {**options.get("simulator", {}), "seed_simulator": self.seed}
         return options
 
-    def _token(self) -> str | None:
-        if self.token is not None:
-            return self.token.get_secret_value()
-        # Unpickled executors carry no token: take it from this process's config/env.
-        from qfleet.config import executor_defaults
-
-        token = executor_defaults(type(self)).get("token")
-        if isinstance(token, SecretStr):
-            return token.get_secret_value()
-        return token or None
 
     def _account(self) -> Account | None:
         if self.is_local:
             return None
         return Account(
-            channel=self.channel, token=self._token(), instance=self.instance, url=self.url
+            channel=self.channel, token=self.secret("token"), instance=self.instance, url=self.url
         )
 
     def _token_hint(self) -> str:
@@ -393,7 +383,7 @@ class QiskitExecutor(QuantumExecutor):
         return to_executor_error(
             exc,
             executor=self.label,
-            secrets=[self._token()] if not self.is_local else [],
+            secrets=[self.secret("token")] if not self.is_local else [],
             token_hint=self._token_hint(),
             job=job,
         )
