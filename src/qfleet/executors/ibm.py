@@ -11,10 +11,11 @@ qiskit is imported lazily: ``import qfleet`` works without the ``ibm`` extra.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from pennylane.tape import QuantumScript
@@ -296,8 +297,14 @@ class QiskitExecutor(QuantumExecutor):
         account = self._account()
         if account is None:
             return None
-        try:
+        with self._sdk_errors():
             return registry().service(account)
+
+    @contextlib.contextmanager
+    def _sdk_errors(self) -> Iterator[None]:
+        """SDK exceptions become qfleet errors (token scrubbed); qfleet's own pass through."""
+        try:
+            yield
         except ImportError as exc:
             raise needs_ibm_extra(exc) from exc
         except QFleetError:
@@ -391,17 +398,12 @@ class QiskitExecutor(QuantumExecutor):
     async def _start(self, payload: _Batch) -> tuple[Any, tuple[str, ...]]:
         submitting = asyncio.ensure_future(asyncio.to_thread(self._submit, payload))
         try:
-            submission = await asyncio.shield(submitting)
+            with self._sdk_errors():
+                submission = await asyncio.shield(submitting)
         except asyncio.CancelledError:
             # The thread goes on submitting; cancel its jobs once they exist.
             submitting.add_done_callback(self._cancel_when_submitted)
             raise
-        except ImportError as exc:
-            raise needs_ibm_extra(exc) from exc
-        except QFleetError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from exc
         return submission, tuple(str(job.job_id()) for job in submission.jobs)
 
     def _cancel_when_submitted(self, submitting: asyncio.Future) -> None:

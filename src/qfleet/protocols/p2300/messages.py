@@ -207,13 +207,16 @@ def _load_object(data: bytes | str, what: str) -> dict[str, Any]:
     return obj
 
 
+def _validated(model: type[BaseModel], obj: Any, what: str) -> Any:
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        raise ProtocolError(describe(exc, what)) from None
+
+
 def decode_request(data: bytes | str) -> Request:
     """Bytes -> :class:`Request`; :class:`ProtocolError` with a readable reason otherwise."""
-    obj = _load_object(data, "request")
-    try:
-        return Request.model_validate(obj)
-    except ValidationError as exc:
-        raise ProtocolError(describe(exc, "request")) from None
+    return _validated(Request, _load_object(data, "request"), "request")
 
 
 def decode_execute(payload: dict[str, Any] | None) -> ExecutePayload:
@@ -221,26 +224,16 @@ def decode_execute(payload: dict[str, Any] | None) -> ExecutePayload:
         raise ProtocolError(
             "execute needs a payload {job_id, circuit, number_of_shots[, include_raw_data]}"
         )
-    try:
-        return ExecutePayload.model_validate(payload)
-    except ValidationError as exc:
-        raise ProtocolError(describe(exc, "execute payload")) from None
+    return _validated(ExecutePayload, payload, "execute payload")
 
 
 def decode_reply(data: bytes | str) -> Reply:
-    obj = _load_object(data, "reply")
-    try:
-        return Reply.model_validate(obj)
-    except ValidationError as exc:
-        raise ProtocolError(describe(exc, "reply")) from None
+    return _validated(Reply, _load_object(data, "reply"), "reply")
 
 
 def decode_publish(data: bytes | str) -> PublishState:
-    obj = _load_object(data, "published message")
-    try:
-        return PublishState.model_validate(obj)
-    except ValidationError as exc:
-        raise ProtocolError(describe(exc, "published message")) from None
+    what = "published message"
+    return _validated(PublishState, _load_object(data, what), what)
 
 
 def session_id_of(data: bytes | str) -> str:
