@@ -78,11 +78,13 @@ def _per_bin(tape: QuantumScript, process) -> Any:
     return tuple(one_bin((lower, upper)) for lower, upper in tape.shots.bins())
 
 
-def result_from_samples(tape: QuantumScript, samples: np.ndarray) -> Any:
+def result_from_samples(
+    tape: QuantumScript, samples: np.ndarray, wire_order: Sequence[Any] | None = None
+) -> Any:
     """PennyLane's result for ``tape`` from computational-basis ``samples``.
 
-    ``samples`` has shape (total shots, number of tape wires), columns in ``tape.wires``
-    order. Shot vectors are split in order, as default.qubit does.
+    ``samples`` has shape (total shots, number of wires), columns in ``wire_order``
+    (default: ``tape.wires``) order. Shot vectors are split in order, as default.qubit does.
 
     Example:
         >>> tape = QuantumScript([], [qml.expval(qml.Z(0))], shots=4)
@@ -90,12 +92,12 @@ def result_from_samples(tape: QuantumScript, samples: np.ndarray) -> Any:
         0.5
     """
     _check_sampled(tape)
-    samples = np.asarray(samples, dtype=np.int64).reshape(-1, len(tape.wires) or 1)
+    wires = tape.wires if wire_order is None else qml.wires.Wires(wire_order)
+    samples = np.asarray(samples, dtype=np.int64).reshape(-1, len(wires) or 1)
     if samples.shape[0] != tape.shots.total_shots:
         raise ValueError(
             f"backend returned {samples.shape[0]} samples for {tape.shots.total_shots} shots"
         )
-    wires = tape.wires
 
     def process(mp, shot_range):
         return mp.process_samples(samples, wire_order=wires, shot_range=shot_range)

@@ -23,7 +23,7 @@ from pennylane.tape import QuantumScript
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 from qfleet.cluster.selectors import SELECTORS, SelectorFn
-from qfleet.errors import ExecutorError, QFleetError
+from qfleet.errors import ExecutorError, QFleetError, UnsupportedCircuitError
 from qfleet.executors.base import BatchHandle, BatchResult, Capabilities, Prepared, QuantumExecutor, RunMetadata
 from qfleet.runtime.progress import BatchProgress
 from qfleet.runtime.queuing import make_queuing_thread_safe
@@ -75,6 +75,8 @@ class _Chunk:
 
     tapes: tuple[QuantumScript, ...]
     prepared: Prepared
+    capable: frozenset[int]
+    """The members that can run these tapes (failover and late binding stay inside)."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -165,14 +167,47 @@ class QuantumCluster(QuantumExecutor):
 
     @property
     def capabilities(self) -> Capabilities:
+        # What at least one member runs: each batch is routed only to members that can run
+        # it (see capable), so the same call has the same outcome whichever is picked.
         caps = self.executors[0].capabilities
         for executor in self.executors[1:]:
-            caps = caps.intersect(executor.capabilities)
+            caps = caps.union(executor.capabilities)
         return caps
 
     def supports_operation(self, op: Any) -> bool:
-        # Any member may get the batch, so every member must run it.
-        return all(executor.supports_operation(op) for executor in self.executors)
+        return any(executor.supports_operation(op) for executor in self.executors)
+
+    def why_not(self, tapes: Sequence[QuantumScript]) -> str | None:
+        try:
+            self.capable(self.with_shots(tapes))
+        except UnsupportedCircuitError as exc:
+            return str(exc)
+        return None
+
+    def capable(self, tapes: Sequence[QuantumScript]) -> frozenset[int]:
+        """Indices of the members that can run ``tapes``, checked before anything is sent.
+
+        Exact tapes go to members with exact results when there are any (a shots-only
+        member would return estimates). Raises UnsupportedCircuitError naming every
+        member's reason when none can run them.
+        """
+        reasons = [member.why_not(tapes) for member in self.executors]
+        capable = frozenset(i for i, reason in enumerate(reasons) if reason is None)
+        if not capable:
+            raise UnsupportedCircuitError(
+                f"no member of {self.label} can run this batch: "
+                + "; ".join(
+                    f"{label}: {reason}"
+                    for label, reason in zip(self.member_labels, reasons, strict=True)
+                )
+            )
+        if any(not tape.shots for tape in tapes):
+            exact = frozenset(
+                i for i in capable
+                if self.executors[i].capabilities.analytic and self.executors[i].shots is None
+            )
+            return exact or capable
+        return capable
 
     @property
     def member_labels(self) -> list[str]:
@@ -278,31 +313,41 @@ class QuantumCluster(QuantumExecutor):
 
     # -- routing -------------------------------------------------------------------------
 
-    def _candidates(self, exclude: set[int]) -> list[QuantumExecutor]:
+    def _candidates(self, exclude: set[int], capable: frozenset[int]) -> list[QuantumExecutor]:
         with self._lock:
             now = time.monotonic()
-            available = [i for i in range(len(self.executors)) if self._available(i, now)]
+            available = [i for i in sorted(capable) if self._available(i, now)]
         # Prefer healthy executors not yet tried for this batch; then any healthy one; with
         # every breaker open, still try (the caller gets the real error, not a refusal).
         for pool in (
             [i for i in available if i not in exclude],
             available,
-            [i for i in range(len(self.executors)) if i not in exclude],
-            list(range(len(self.executors))),
+            [i for i in sorted(capable) if i not in exclude],
+            sorted(capable),
         ):
             if pool:
                 return [self.executors[i] for i in pool]
         raise AssertionError("a cluster always has an executor")
 
-    def select(self, tapes: Sequence[QuantumScript], exclude: set[int] = frozenset()) -> QuantumExecutor:
-        """The executor that will run ``tapes`` (``exclude``: member indices to avoid)."""
-        candidates = self._candidates(set(exclude))
+    def select(
+        self,
+        tapes: Sequence[QuantumScript],
+        exclude: set[int] = frozenset(),
+        capable: frozenset[int] | None = None,
+    ) -> QuantumExecutor:
+        """The executor that will run ``tapes`` (``exclude``: member indices to avoid;
+        ``capable``: the members that can run them, default: asked here)."""
+        if capable is None:
+            capable = self.capable(tapes)
+        candidates = self._candidates(set(exclude), capable)
         chosen = self._select(tapes, candidates)
         self._index(chosen)  # raises SelectorError for a foreign executor
         return chosen
 
-    def _split(self, tapes: tuple[QuantumScript, ...]) -> list[tuple[QuantumExecutor, tuple]]:
-        members = self._candidates(set())
+    def _split(
+        self, tapes: tuple[QuantumScript, ...], capable: frozenset[int]
+    ) -> list[tuple[QuantumExecutor, tuple]]:
+        members = self._candidates(set(), capable)
         stats = self._stats()
         free = [
             max((m.max_concurrent or 1) - stats[self._index(m)].in_flight - stats[self._index(m)].queued, 0)
@@ -330,10 +375,11 @@ class QuantumCluster(QuantumExecutor):
 
     def prepare(self, tapes: Sequence[QuantumScript]) -> Prepared:
         tapes = self.with_shots(tapes)
-        if self.spread and len(tapes) > 1 and len(self.executors) > 1:
-            parts = self._split(tapes)
+        capable = self.capable(tapes)
+        if self.spread and len(tapes) > 1 and len(capable) > 1:
+            parts = self._split(tapes, capable)
         else:
-            parts = [(self.select(tapes), tapes)]
+            parts = [(self.select(tapes, capable=capable), tapes)]
         if len(self.executors) > 1:
             # Failover and late binding re-prepare a batch for another member on a worker
             # thread: make PennyLane's recording contexts per thread first.
@@ -345,7 +391,7 @@ class QuantumCluster(QuantumExecutor):
             i = self._index(member)
             self._route(i)
             try:
-                chunks.append(_Chunk(part, member.prepare(part)))
+                chunks.append(_Chunk(part, member.prepare(part), capable))
             except BaseException:
                 self._route(i, -1)
                 for chunk in chunks:
@@ -428,7 +474,9 @@ class QuantumCluster(QuantumExecutor):
 
     async def _prepare_elsewhere(self, target: QuantumExecutor, chunk: _Chunk) -> _Chunk:
         # Tape work off the caller's thread: safe with thread-local queuing (see prepare).
-        return _Chunk(chunk.tapes, await asyncio.to_thread(target.prepare, chunk.tapes))
+        return _Chunk(
+            chunk.tapes, await asyncio.to_thread(target.prepare, chunk.tapes), chunk.capable
+        )
 
     async def _bind(self, chunk: _Chunk) -> _Chunk:
         """Start ``chunk`` on a member. Load-aware selectors bind late: the batch waits
@@ -442,9 +490,9 @@ class QuantumCluster(QuantumExecutor):
             while True:
                 with self._lock:
                     now = time.monotonic()
-                    members = range(len(self.executors))
+                    members = sorted(chunk.capable)
                     # with every breaker open, still try (the caller gets the real error)
-                    pool = [i for i in members if self._available(i, now)] or list(members)
+                    pool = [i for i in members if self._available(i, now)] or members
                     stats = self._stats()
                     free = [i for i in pool if stats[i].in_flight < self._capacity(i)]
                 if free:
@@ -497,7 +545,7 @@ class QuantumCluster(QuantumExecutor):
                 tried.add(i)
                 delay = min(self.backoff_max, self.backoff * 2**attempt)
                 await asyncio.sleep(random.uniform(0, delay))
-                target = self.select(chunk.tapes, exclude=tried)
+                target = self.select(chunk.tapes, exclude=tried, capable=chunk.capable)
                 if target is not member:
                     chunk = await self._prepare_elsewhere(target, chunk)
                 continue

@@ -1,12 +1,15 @@
 """The executor contract every backend implements, and the result model.
 
-An executor runs a batch of PennyLane tapes in two phases:
+An executor runs a batch of PennyLane tapes in three phases:
 
-1. ``prepare(tapes)`` on the caller's thread: apply the executor's shots, check the batch
-   against the executor's capabilities, ``translate`` to the backend's input.
-2. on an event loop: ``_start`` (submit), ``_collect`` (wait, fetch raw output). Only I/O
-   and waiting: PennyLane is not thread-safe, so no tape or operator work here.
-3. ``finish(tapes, raw)`` on the caller's thread again: raw output -> PennyLane results.
+1. ``prepare(tapes)`` on the caller's thread: apply the executor's shots, plan the batch
+   for the backend's :class:`~qfleet.sampling.Capabilities` (one
+   :class:`~qfleet.sampling.SamplingPlan` for every backend: broadcasting, mid-circuit
+   measurements, diagonalization, native gates), ``translate`` the plan's circuits.
+2. on an event loop: ``_start`` (submit), ``_collect`` (wait, fetch one raw output per
+   circuit). Only I/O and waiting: PennyLane is not thread-safe, so no tape work here.
+3. on the caller's thread again: ``decode`` the raw output (Samples, Counts, State,
+   Values) and let the plan turn it into PennyLane results.
 
 The public async API (``run_circuit``, ``batch_submit``, ``batch_get_results``,
 ``run_all_circuits``) and the sync wrappers are built on those two phases.
@@ -28,32 +31,27 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 from qfleet.errors import ExecutorError, ExecutorTimeoutError, QFleetError, UnsupportedCircuitError
 from qfleet.runtime import get_dispatcher
 from qfleet.runtime.futures import LazyFuture
-
-#: Measurement kinds, by PennyLane's measurement class names.
-ALL_MEASUREMENTS = frozenset(
-    {"expval", "var", "probs", "sample", "counts", "state", "density_matrix", "purity",
-     "vn_entropy", "mutual_info", "classical_shadow", "shadow_expval"}
+from qfleet.sampling import (
+    ALL_MEASUREMENTS,
+    SAMPLING_MEASUREMENTS,
+    Capabilities,
+    RawOutput,
+    SamplingPlan,
+    is_mid_circuit,
+    measurement_kind,
 )
-SAMPLING_MEASUREMENTS = frozenset({"expval", "var", "probs", "sample", "counts"})
 
-
-class Capabilities(BaseModel):
-    """What an executor can run; the cluster routes and the device validates with it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    analytic: bool = True
-    """Can run shots=None (exact) tapes."""
-    max_wires: int | None = None
-    measurements: frozenset[str] = ALL_MEASUREMENTS
-
-    def intersect(self, other: Capabilities) -> Capabilities:
-        wires = [w for w in (self.max_wires, other.max_wires) if w is not None]
-        return Capabilities(
-            analytic=self.analytic and other.analytic,
-            max_wires=min(wires) if wires else None,
-            measurements=self.measurements & other.measurements,
-        )
+__all__ = [
+    "ALL_MEASUREMENTS",
+    "SAMPLING_MEASUREMENTS",
+    "BatchHandle",
+    "BatchResult",
+    "Capabilities",
+    "Prepared",
+    "QuantumExecutor",
+    "RunMetadata",
+    "measurement_kind",
+]
 
 
 class RunMetadata(BaseModel):
@@ -67,6 +65,8 @@ class RunMetadata(BaseModel):
     submitted_at: float
     """Unix time of submission."""
     job_ids: tuple[str, ...] = ()
+    shots: tuple[int | None, ...] = ()
+    """Per tape: the shots its circuits ran on the backend (None: exact)."""
 
 
 class BatchResult(tuple):
@@ -93,14 +93,27 @@ class Prepared:
     executor: QuantumExecutor
     payload: Any
     tapes: tuple[QuantumScript, ...]
+    plan: SamplingPlan | None = None
+    """How the tapes became the backend's circuits (None: a delegating executor)."""
 
     @property
     def num_circuits(self) -> int:
         return len(self.tapes)
 
+    @property
+    def num_outputs(self) -> int:
+        """Raw outputs the backend returns: one per planned circuit."""
+        return len(self.plan.circuits) if self.plan is not None else len(self.tapes)
+
     def complete(self, raw: BatchResult) -> BatchResult:
         """Raw backend output -> PennyLane results (call on the caller's thread)."""
-        return BatchResult(self.executor.finish(self.tapes, raw), raw.metadata)
+        if self.plan is None:
+            return BatchResult(self.executor.finish(self.tapes, raw), raw.metadata)
+        if self.plan.is_passthrough:
+            return raw
+        outputs = self.executor.decode(self.plan.circuits, raw)
+        metadata = raw.metadata.model_copy(update={"shots": self.plan.shots_used})
+        return BatchResult(self.plan.results(outputs), metadata)
 
 
 class BatchHandle(BaseModel):
@@ -112,6 +125,8 @@ class BatchHandle(BaseModel):
     num_circuits: int
     submitted_at: float
     job_ids: tuple[str, ...] = ()
+    num_outputs: int = Field(default=0, repr=False)
+    """Raw outputs expected from the backend (one per planned circuit)."""
     job: Any = Field(default=None, repr=False, exclude=True)
     prepared: Any = Field(default=None, repr=False, exclude=True)
     owner: Any = Field(default=None, repr=False, exclude=True)
@@ -268,46 +283,65 @@ class QuantumExecutor(BaseModel):
         return tuple(t if t.shots == shots else t.copy(shots=shots) for t in tapes)
 
     def check(self, tapes: Sequence[QuantumScript]) -> None:
-        """Raise UnsupportedCircuitError if a tape needs something this executor lacks."""
+        """Raise UnsupportedCircuitError if a tape needs something this executor lacks
+        (the cluster asks before routing; nothing has been sent)."""
         caps = self.capabilities
         for tape in tapes:
-            if not tape.shots and not caps.analytic:
-                raise UnsupportedCircuitError(
-                    f"{self.label} needs shots (it has no exact mode); set shots on the QNode "
-                    f"(qml.set_shots) or on the executor (shots=1024)"
-                )
-            if caps.max_wires is not None and tape.num_wires > caps.max_wires:
-                raise UnsupportedCircuitError(
-                    f"the circuit uses {tape.num_wires} wires but {self.label} has "
-                    f"{caps.max_wires}; use fewer wires or another executor"
-                )
-            for mp in tape.measurements:
-                kind = measurement_kind(mp)
-                if kind not in caps.measurements:
-                    raise UnsupportedCircuitError(
-                        f"{self.label} cannot return {kind}(); it supports "
-                        f"{', '.join(sorted(caps.measurements))}"
-                    )
+            reason = caps.why_not(tape)
+            if reason:
+                raise UnsupportedCircuitError(f"{self.label} cannot run this circuit: {reason}")
+
+    def why_not(self, tapes: Sequence[QuantumScript]) -> str | None:
+        """Why this executor cannot run ``tapes`` (after its own shots), or None."""
+        caps = self.capabilities
+        for tape in self.with_shots(tapes):
+            reason = caps.why_not(tape)
+            if reason:
+                return reason
+            for op in tape.operations:
+                if not (op.has_matrix or op.has_decomposition or is_mid_circuit(op)) and not (
+                    self.supports_operation(op)
+                ):
+                    return f"it cannot run {op.name}, which has neither a matrix nor a decomposition"
+        return None
+
+    def plan(self, tapes: Sequence[QuantumScript]) -> SamplingPlan:
+        """The sampling plan of ``tapes`` for this backend (caller's thread)."""
+        caps = self.capabilities
+        if caps.takes_tapes:
+            self.check(tapes)
+            return SamplingPlan.passthrough(tapes)
+        return SamplingPlan.build(
+            tapes,
+            caps,
+            executor=self.label,
+            accepts=self.supports_operation,
+            seed=getattr(self, "seed", None),
+        )
 
     def prepare(self, tapes: Sequence[QuantumScript]) -> Prepared:
-        """Apply shots, check and translate ``tapes`` (caller's thread)."""
-        tapes = self.with_shots(tapes)
-        self.check(tapes)
+        """Apply shots, plan and translate ``tapes`` (caller's thread)."""
+        plan = self.plan(self.with_shots(tapes))
         try:
-            payload = self.translate(tapes)
+            payload = self.translate(plan.circuits)
         except Exception as exc:
             # Keep the type (callers may catch PennyLane's own errors); name the executor.
             exc.add_note(f"raised by executor {self.label!r} while preparing the batch")
             raise
-        return Prepared(self, payload, tapes)
+        return Prepared(self, payload, plan.tapes, plan)
 
-    def translate(self, tapes: tuple[QuantumScript, ...]) -> Any:
-        """Turn checked tapes into the backend's input. Default: the tapes themselves."""
-        return tapes
+    def translate(self, circuits: tuple[QuantumScript, ...]) -> Any:
+        """Turn the plan's circuits into the backend's input. Default: the circuits."""
+        return circuits
 
     def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> Sequence[Any]:
-        """Turn the backend's raw output (one entry per tape, from ``_collect``) into
-        PennyLane results; runs on the caller's thread. Default: raw output is the result."""
+        """Results of a batch prepared without a plan: a delegating executor (a cluster)
+        finishes its members' output here. Default: the raw output is the results."""
+        return raw
+
+    def decode(self, circuits: tuple[QuantumScript, ...], raw: Sequence[Any]) -> Sequence[RawOutput]:
+        """The backend's raw output (one entry per circuit, from ``_collect``) as
+        Samples/Counts/State/Values; runs on the caller's thread. Default: as it is."""
         return raw
 
     # -- phase 2: event loop -------------------------------------------------------------
@@ -317,7 +351,7 @@ class QuantumExecutor(BaseModel):
         raise NotImplementedError(f"{type(self).__name__} must implement _start")
 
     async def _collect(self, job: Any) -> Sequence[Any]:
-        """Wait for ``job`` and return its raw output, one entry per tape (see ``finish``)."""
+        """Wait for ``job`` and return its raw output, one entry per planned circuit (see ``decode``)."""
         raise NotImplementedError(f"{type(self).__name__} must implement _collect")
 
     async def _cancel(self, job: Any) -> None:  # noqa: B027 - optional hook
@@ -356,6 +390,7 @@ class QuantumExecutor(BaseModel):
             num_circuits=prepared.num_circuits,
             submitted_at=submitted_at,
             job_ids=tuple(job_ids),
+            num_outputs=prepared.num_outputs,
             job=job,
             started=started,
             limits_held=semaphore is not None,
@@ -394,9 +429,10 @@ class QuantumExecutor(BaseModel):
                 handle.limits_held = False
         if isinstance(results, BatchResult):
             return results  # a delegating executor (a cluster) passes its member's output on
-        if len(results) != handle.num_circuits:
+        expected = handle.num_outputs or handle.num_circuits
+        if len(results) != expected:
             raise ExecutorError(
-                f"backend returned {len(results)} results for {handle.num_circuits} circuits",
+                f"backend returned {len(results)} results for {expected} circuits",
                 executor=self.label,
             )
         return BatchResult(
@@ -488,26 +524,6 @@ class QuantumExecutor(BaseModel):
         return self.execute([tape])[0]
 
 
-_KINDS = {
-    "ExpectationMP": "expval",
-    "VarianceMP": "var",
-    "ProbabilityMP": "probs",
-    "SampleMP": "sample",
-    "CountsMP": "counts",
-    "StateMP": "state",
-    "DensityMatrixMP": "density_matrix",
-    "PurityMP": "purity",
-    "VnEntropyMP": "vn_entropy",
-    "MutualInfoMP": "mutual_info",
-    "ClassicalShadowMP": "classical_shadow",
-    "ShadowExpvalMP": "shadow_expval",
-    # Custom measurements: a SampleMeasurement is computed from samples (process_samples /
-    # process_counts), a StateMeasurement from the state (process_state).
-    "SampleMeasurement": "sample",
-    "StateMeasurement": "state",
-}
-
-
 def _without_secrets(value: Any) -> Any:
     """``value`` with every SecretStr in it (nested models, dicts, lists) set to None."""
     if isinstance(value, SecretStr):
@@ -525,12 +541,3 @@ def _without_secrets(value: Any) -> Any:
         cleaned = [_without_secrets(v) for v in value]
         return type(value)(cleaned) if any(a is not b for a, b in zip(cleaned, value)) else value
     return value
-
-
-def measurement_kind(mp: Any) -> str:
-    """'expval', 'probs', ... for a PennyLane measurement process (subclasses and custom
-    measurements get the kind of their nearest PennyLane base class)."""
-    for cls in type(mp).__mro__:
-        if cls.__name__ in _KINDS:
-            return _KINDS[cls.__name__]
-    return type(mp).__name__.removesuffix("MP").lower()

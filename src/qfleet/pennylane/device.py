@@ -28,7 +28,7 @@ from qfleet.cluster import QuantumCluster
 from qfleet.config import load_config
 from qfleet.errors import ConfigError
 from qfleet.executors import QuantumExecutor, RunMetadata, executor_classes
-from qfleet.executors.base import SAMPLING_MEASUREMENTS, measurement_kind
+from qfleet.sampling import SHOTS_ONLY_MEASUREMENTS, measurement_kind
 
 ExecutorsLike = QuantumExecutor | Sequence[QuantumExecutor] | None
 
@@ -150,13 +150,17 @@ class QFleetDevice(Device):
         if self.wires is not None:
             pipeline.add_transform(validate_device_wires, self.wires, name=self.name)
         pipeline.add_transform(validate_operations, self.executor, name=name)
+        # Without shots: what the executor returns exactly, or, on a shots-only executor,
+        # what its own shots estimate (with a warning); sample/counts raise as on
+        # default.qubit.
+        exact = (
+            caps.exact_measurements if caps.analytic
+            else caps.measurements - SHOTS_ONLY_MEASUREMENTS
+        )
         pipeline.add_transform(
             validate_measurements,
-            # A shots-only executor still takes analytic tapes when it (or a cluster member)
-            # has shots of its own; its check() raises UnsupportedCircuitError if not.
-            analytic_measurements=lambda mp: measurement_kind(mp) in caps.measurements
-            and (caps.analytic or measurement_kind(mp) in SAMPLING_MEASUREMENTS),
-            sample_measurements=lambda mp: measurement_kind(mp) in caps.measurements & SAMPLING_MEASUREMENTS,
+            analytic_measurements=lambda mp: measurement_kind(mp) in exact,
+            sample_measurements=lambda mp: measurement_kind(mp) in caps.measurements,
             name=name,
         )
         return pipeline

@@ -1,0 +1,36 @@
+"""The sampling layer: what a backend can run, and the one plan from tapes to its circuits
+and from its raw output back to PennyLane results."""
+
+from qfleet.sampling.capabilities import (
+    ALL_MEASUREMENTS,
+    SAMPLING_MEASUREMENTS,
+    SHOTS_ONLY_MEASUREMENTS,
+    Capabilities,
+)
+from qfleet.sampling.kinds import measurement_kind
+from qfleet.sampling.plan import (
+    Counts,
+    RawOutput,
+    Samples,
+    SamplingPlan,
+    ShotsWarning,
+    State,
+    Values,
+    is_mid_circuit,
+)
+
+__all__ = [
+    "ALL_MEASUREMENTS",
+    "SAMPLING_MEASUREMENTS",
+    "SHOTS_ONLY_MEASUREMENTS",
+    "Capabilities",
+    "Counts",
+    "RawOutput",
+    "Samples",
+    "SamplingPlan",
+    "ShotsWarning",
+    "State",
+    "Values",
+    "is_mid_circuit",
+    "measurement_kind",
+]

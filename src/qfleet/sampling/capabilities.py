@@ -1,0 +1,133 @@
+"""What a backend can run, and the one check of a tape against it.
+
+A backend declares its :class:`Capabilities`; the sampling plan reads them to turn tapes
+into circuits the backend runs, and the cluster reads them (through :func:`why_not`) to route
+a batch only to members that can run it, before anything is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pennylane.tape import QuantumScript
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Measurement kinds, by PennyLane's measurement class names.
+ALL_MEASUREMENTS = frozenset(
+    {"expval", "var", "probs", "sample", "counts", "state", "density_matrix", "purity",
+     "vn_entropy", "mutual_info", "classical_shadow", "shadow_expval"}
+)
+#: What per-shot computational-basis data gives (after diagonalizing observables).
+SAMPLING_MEASUREMENTS = frozenset({"expval", "var", "probs", "sample", "counts"})
+#: Measurements that need per-shot data or shots by definition.
+SHOTS_ONLY_MEASUREMENTS = frozenset({"sample", "counts", "classical_shadow", "shadow_expval"})
+
+
+class Capabilities(BaseModel):
+    """What a backend can run. The defaults describe a full PennyLane simulator.
+
+    ``native_gates=None`` means the backend takes PennyLane tapes as they are (a PennyLane
+    device runs them); a set of gate names means the sampling plan decomposes every tape
+    into those gates (through the operator's matrix where PennyLane has no decomposition).
+
+    Example:
+        >>> caps = Capabilities(analytic=False, native_gates=frozenset({"RX", "RZ", "CNOT"}),
+        ...                     measurements=SAMPLING_MEASUREMENTS, max_shots=10_000)
+        >>> caps.why_not(QuantumScript([], [qml.state()]))
+        'it cannot return state() (it returns counts(), expval(), probs(), sample(), var())'
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    analytic: bool = True
+    """Exact results for tapes without shots. False: shots only (the executor's shots
+    stand in for analytic expval/probs, with a warning)."""
+    max_wires: int | None = None
+    measurements: frozenset[str] = ALL_MEASUREMENTS
+    """Measurement kinds it returns with shots."""
+    exact_measurements: frozenset[str] = ALL_MEASUREMENTS - SHOTS_ONLY_MEASUREMENTS
+    """Measurement kinds it returns without shots (when ``analytic``)."""
+    native_gates: frozenset[str] | None = None
+    mid_circuit_measurements: bool = True
+    """Runs ``qml.measure``/``qml.cond`` itself; else the plan defers them to extra wires."""
+    max_shots: int | None = Field(default=None, gt=0)
+    max_circuits: int | None = Field(default=None, gt=0)
+    """Most circuits in one backend job (the runner splits larger batches)."""
+    observables: bool = False
+    """Measures observables itself (an estimator): no diagonalization, values come back."""
+    default_shots: int | None = Field(default=None, gt=0)
+    """Shots used for analytic tapes on a shots-only backend."""
+
+    @property
+    def takes_tapes(self) -> bool:
+        """True when the backend runs PennyLane tapes as they are (no plan needed)."""
+        return self.native_gates is None
+
+    def why_not(self, tape: QuantumScript) -> str | None:
+        """Why this backend cannot run ``tape`` (one sentence), or None if it can."""
+        from qfleet.sampling.kinds import measurement_kind
+
+        if self.max_wires is not None and len(tape.wires) > self.max_wires:
+            return f"the circuit uses {len(tape.wires)} wires, it has {self.max_wires}"
+        kinds = {measurement_kind(mp) for mp in tape.measurements}
+        if tape.shots:
+            missing = kinds - self.measurements
+            if missing:
+                return f"it cannot return {_names(missing)} (it returns {_names(self.measurements)})"
+            total = tape.shots.total_shots
+            if self.max_shots is not None and total > self.max_shots:
+                return f"{total} shots exceed its limit of {self.max_shots}"
+            return None
+        if self.analytic:
+            missing = kinds - self.exact_measurements
+            if missing:
+                return f"it cannot return {_names(missing)} without shots; set shots on the QNode"
+            return None
+        missing = kinds - (self.measurements - SHOTS_ONLY_MEASUREMENTS)
+        if missing:
+            return f"it cannot return {_names(missing)} without shots; set shots on the QNode"
+        if self.default_shots is None:
+            return "it samples and no shots were given; set shots on the QNode or the executor"
+        return None
+
+    def intersect(self, other: Capabilities) -> Capabilities:
+        """What both can run (a cluster's guaranteed common ground)."""
+        wires = [w for w in (self.max_wires, other.max_wires) if w is not None]
+        shots = [s for s in (self.max_shots, other.max_shots) if s is not None]
+        gates = [g for g in (self.native_gates, other.native_gates) if g is not None]
+        return Capabilities(
+            analytic=self.analytic and other.analytic,
+            max_wires=min(wires) if wires else None,
+            measurements=self.measurements & other.measurements,
+            exact_measurements=self.exact_measurements & other.exact_measurements,
+            native_gates=frozenset.intersection(*gates) if gates else None,
+            mid_circuit_measurements=self.mid_circuit_measurements
+            and other.mid_circuit_measurements,
+            max_shots=min(shots) if shots else None,
+            default_shots=self.default_shots or other.default_shots,
+        )
+
+    def union(self, other: Capabilities) -> Capabilities:
+        """What at least one can run (what a cluster accepts at the device's door)."""
+        return Capabilities(
+            analytic=self.analytic or other.analytic,
+            max_wires=None if None in (self.max_wires, other.max_wires)
+            else max(self.max_wires, other.max_wires),  # type: ignore[type-var]
+            measurements=self.measurements | other.measurements,
+            exact_measurements=self.exact_measurements | other.exact_measurements,
+            native_gates=None,
+            max_shots=None if None in (self.max_shots, other.max_shots)
+            else max(self.max_shots, other.max_shots),  # type: ignore[type-var]
+            default_shots=self.default_shots or other.default_shots,
+        )
+
+
+def _names(kinds: Iterable[str]) -> str:
+    return ", ".join(f"{k}()" for k in sorted(kinds))
+
+
+__all__ = [
+    "ALL_MEASUREMENTS",
+    "SAMPLING_MEASUREMENTS",
+    "SHOTS_ONLY_MEASUREMENTS",
+    "Capabilities",
+]
