@@ -10,6 +10,7 @@ import cloudpickle
 import numpy as np
 import pennylane as qml
 import pytest
+
 from conftest import assert_same_result, exact_qnode, exact_results
 from pennylane import numpy as pnp
 from pennylane.tape import QuantumScript
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 import qfleet as qf
 from qfleet.cluster import CyclicSelector, RandomSelector
 from qfleet.cluster.cluster import SelectorError
-from qfleet.errors import QFleetError
+from qfleet.errors import QFleetError, UnsupportedCircuitError
 from qfleet.executors import LocalExecutor
 
 
@@ -179,16 +180,44 @@ def test_nested_clusters_route_through_both_levels():
     assert seen == ["a", "c", "b", "c", "a"]
 
 
-def test_cluster_capabilities_are_the_intersection():
-    from qfleet.executors import Capabilities
+class _ProbsOnly(LocalExecutor):
+    """A member that samples and returns only probabilities (like a small device)."""
 
-    class Limited(LocalExecutor):
-        @property
-        def capabilities(self):
-            return Capabilities(analytic=False, max_wires=3, measurements=frozenset({"probs"}))
+    @property
+    def capabilities(self):
+        from qfleet.executors import Capabilities
 
-    caps = qf.QuantumCluster(executors=[LocalExecutor(), Limited()]).capabilities
-    assert (caps.analytic, caps.max_wires, caps.measurements) == (False, 3, frozenset({"probs"}))
+        return Capabilities(
+            analytic=False, max_wires=3, measurements=frozenset({"probs"}), default_shots=100
+        )
+
+
+def test_cluster_accepts_what_any_member_runs_and_routes_only_to_capable_members():
+    cluster = qf.QuantumCluster(executors=[LocalExecutor(name="full"), _ProbsOnly(name="small")])
+    caps = cluster.capabilities
+    assert (caps.analytic, caps.max_wires) == (True, None)
+    # expval on 4 wires: only "full" can; every call lands there, whatever the cycle says.
+    wide = QuantumScript(
+        [qml.RX(0.3, 0), qml.CNOT([0, 3])], [qml.expval(qml.Z(3))], shots=50
+    )
+    seen = {cluster.execute([wide]).metadata.executor for _ in range(4)}
+    assert seen == {"full"}
+    # Exact probs: both could, but the exact member is preferred over the sampling one.
+    exact = QuantumScript([qml.RX(0.3, 0)], [qml.probs(wires=0)])
+    for _ in range(3):
+        result = cluster.execute([exact])
+        assert result.metadata.executor == "full"
+        np.testing.assert_allclose(result[0], [np.cos(0.15) ** 2, np.sin(0.15) ** 2])
+
+
+def test_cluster_refuses_a_batch_no_member_can_run_naming_each_reason():
+    cluster = qf.QuantumCluster(executors=[_ProbsOnly(name="a"), _ProbsOnly(name="b")])
+    tape = QuantumScript([qml.RX(0.3, 0)], [qml.expval(qml.Z(0))], shots=10)
+    with pytest.raises(UnsupportedCircuitError) as info:
+        cluster.execute([tape])
+    message = str(info.value)
+    assert "no member of QuantumCluster can run this batch" in message
+    assert "a: it cannot return expval()" in message and "b: it cannot return expval()" in message
 
 
 # -- bad input ----------------------------------------------------------------------------

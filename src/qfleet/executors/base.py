@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from asyncio_throttle import Throttler
+from pennylane.exceptions import DeviceError, QuantumFunctionError
 from pennylane.measurements import Shots
 from pennylane.tape import QuantumScript
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
@@ -486,6 +487,10 @@ class QuantumExecutor(BaseModel):
         try:
             return await coro
         except (QFleetError, asyncio.CancelledError):
+            raise
+        except (DeviceError, QuantumFunctionError) as exc:
+            # PennyLane's own verdict on the circuit (from a simulator): keep its type.
+            exc.add_note(f"raised by executor {self.label!r}")
             raise
         except Exception as exc:
             raise ExecutorError(
