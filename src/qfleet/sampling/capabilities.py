@@ -32,7 +32,7 @@ class Capabilities(BaseModel):
     Example:
         >>> caps = Capabilities(analytic=False, native_gates=frozenset({"RX", "RZ", "CNOT"}),
         ...                     measurements=SAMPLING_MEASUREMENTS, max_shots=10_000)
-        >>> caps.why_not(QuantumScript([], [qml.state()]))
+        >>> caps.why_not(QuantumScript([], [qml.state()], shots=10))
         'it cannot return state() (it returns counts(), expval(), probs(), sample(), var())'
     """
 

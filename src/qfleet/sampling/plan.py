@@ -104,12 +104,12 @@ class SamplingPlan:
     """Circuits to run for a batch of tapes, and how their raw output becomes results.
 
     Example:
-        >>> caps = Capabilities(analytic=False, native_gates=frozenset({"RX", "RY", "CNOT"}),
-        ...                     measurements=SAMPLING_MEASUREMENTS)
+        >>> caps = Capabilities(analytic=False, measurements=SAMPLING_MEASUREMENTS,
+        ...                     native_gates=frozenset({"RX", "RY", "RZ", "CNOT"}))
         >>> tape = QuantumScript([qml.Hadamard(0)], [qml.expval(qml.X(0))], shots=4)
         >>> plan = SamplingPlan.build([tape], caps)
-        >>> [op.name for op in plan.circuits[0].operations]
-        ['RY', 'RX', 'RY']
+        >>> [op.name for op in plan.circuits[0].operations]  # H, then X's eigenbasis
+        ['RZ', 'GlobalPhase', 'RX', 'RZ', 'GlobalPhase', 'RY']
         >>> plan.results([Samples(np.zeros((4, 1), dtype=int))])
         (np.float64(1.0),)
     """
@@ -380,7 +380,11 @@ def _to_native(tape: QuantumScript, is_native: Callable[[Any], bool], executor: 
             tape, stopping_condition=is_native, decomposer=_matrix_fallback, name=executor
         )
     except qml.exceptions.DeviceError as exc:
-        raise UnsupportedCircuitError(f"{exc}; it cannot be sent to {executor}") from exc
+        foreign = sorted({op.name for op in tape.operations if not is_native(op)})
+        raise UnsupportedCircuitError(
+            f"{', '.join(foreign)} cannot be decomposed into the native gates of {executor} "
+            f"({exc}); use gates it runs or another executor"
+        ) from exc
     return native
 
 
