@@ -250,22 +250,40 @@ def test_observable_matrices_match(observable):
     )
 
 
-def test_translate_splits_non_commuting_measurements_and_groups_one_job():
-    ex = QiskitExecutor()
-    tapes = ex.with_shots([
+def test_prepare_splits_non_commuting_measurements_and_groups_one_job():
+    tapes = [
         QuantumScript([qml.RX(0.2, 0)], [qml.expval(qml.X(0)), qml.expval(qml.Z(0))]),
         QuantumScript([qml.RY(0.3, 1)], [qml.probs(wires=[1])], shots=500),
-    ])
-    assert [t.shots.total_shots for t in tapes] == [1024, 500]  # no shots -> default_shots
-    batch = ex.translate(tapes)
+    ]
+    with pytest.warns(UserWarning, match="1024 shots"):  # no shots -> default_shots, warned
+        prepared = QiskitExecutor(name="ibm-prepare-test").prepare(tapes)
+    assert prepared.plan.shots_used == (2048, 500)
+    batch = prepared.payload
     assert len(batch.pubs) == 3 and [p.shots for p in batch.pubs] == [1024, 1024, 500]
+    assert batch.outputs == ((0,), (1,), (2,))
     # single_job: one job per distinct shot count (mixed shots per job are deprecated)
     assert batch.jobs == ((0, 1), (2,))
-    per_tape = QiskitExecutor(single_job=False).translate(tapes)
+    per_tape = QiskitExecutor(single_job=False, name="ibm-prepare-test").prepare(tapes).payload
     assert per_tape.jobs == ((0, 1), (2,))
-    estimator = QiskitExecutor(device="estimator", channel="local").translate(tapes[:1])
-    assert len(estimator.pubs) == 1 and len(estimator.pubs[0].observables) == 2
-    assert estimator.pubs[0].precision == pytest.approx(1 / 32)
+    estimator = QiskitExecutor(device="estimator", channel="local", name="ibm-prepare-test")
+    pubs = estimator.prepare(tapes[:1]).payload.pubs
+    assert len(pubs) == 1 and len(pubs[0].observables) == 2  # no split: Pauli sums measured
+    assert pubs[0].precision == pytest.approx(1 / 32)
+
+
+def test_single_job_off_makes_one_job_per_tape():
+    tapes = [QuantumScript([qml.RX(a, 0)], [qml.expval(qml.Z(0)), qml.expval(qml.X(0))],
+                           shots=100) for a in (0.1, 0.2)]
+    assert QiskitExecutor().prepare(tapes).payload.jobs == ((0, 1, 2, 3),)
+    assert QiskitExecutor(single_job=False).prepare(tapes).payload.jobs == ((0, 1), (2, 3))
+
+
+def test_estimator_expval_of_a_mid_circuit_measurement():
+    ex = QiskitExecutor(device="estimator", channel="local", seed=3)
+    m = qml.measure(0)
+    tape = QuantumScript([qml.RX(1.0, 0), *m.measurements], [qml.expval(m)], shots=20000)
+    got = ex.run_circuit_sync(tape)
+    assert abs(got - np.sin(0.5) ** 2) < 5 * 0.5 / np.sqrt(20000)
 
 
 def test_estimator_accepts_expval_only():
@@ -275,6 +293,7 @@ def test_estimator_accepts_expval_only():
         ex.run_circuit_sync(tape)
 
 
+@pytest.mark.filterwarnings("ignore:.*only samples")  # analytic QNode: default_shots, warned
 def test_a_qelectron_on_it_cloudpickles_without_the_token():
     cloudpickle = pytest.importorskip("cloudpickle")
     import qfleet as qf

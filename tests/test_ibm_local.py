@@ -278,3 +278,33 @@ def test_cluster_with_a_local_simulator():
     assert circuit.last_metadata.backend == "aer_simulator"
     close(first, np.cos(0.4), 2000)
     close(second, np.cos(0.4), 2000)
+
+
+# -- everyday circuits (tests/everyday.py) against default.qubit -------------------------------
+
+from everyday import CASES, check_case  # noqa: E402
+
+#: Cases the Estimator can run (expectation values only).
+ESTIMATOR_CASES = ["state_vector_projector", "sparse_hamiltonian", "out_of_order_wires",
+                   "identity_only"]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_everyday_circuits_sampler(name):
+    check_case(name, QiskitExecutor(seed=11), shots=20000)
+
+
+@pytest.mark.parametrize("name", ESTIMATOR_CASES)
+def test_everyday_circuits_estimator(name):
+    check_case(name, QiskitExecutor(device="estimator", channel="local", seed=11), shots=20000)
+
+
+def test_everyday_without_shots_uses_default_shots():
+    # A shots-only backend: analytic tapes run with default_shots (the plan warns), so the
+    # results are estimates within shot noise of the exact values.
+    from everyday import run_case
+
+    ex = QiskitExecutor(seed=11, options={"default_shots": 20000})
+    got, want = run_case("out_of_order_wires", ex, shots=None)
+    np.testing.assert_allclose(got, want, atol=5 / np.sqrt(20000))
+    assert not np.allclose(got, want, atol=1e-9)

@@ -34,8 +34,8 @@ CREG = "c"
 def tape_to_circuit(tape: QuantumScript, *, measure: bool = True) -> QuantumCircuit:
     """A qiskit circuit for ``tape``: qubit ``i`` is ``tape.wires[i]``.
 
-    ``measure=True`` (sampling backends): the tape's measurements must be diagonal (pass it
-    through :func:`qfleet.circuits.sampling_tapes` first); every tape wire is measured,
+    ``measure=True`` (sampling backends): the tape's measurements must be diagonal (a
+    sampling plan's circuit: one ``qml.sample`` of all its wires); every tape wire is measured,
     ``c[i] <- q[i]``. ``measure=False`` (Estimator): the circuit has no measurements and the
     tape's measurements are ignored; their observables go separately
     (:func:`observable_to_sparse_pauli`).

@@ -1,9 +1,10 @@
 """QiskitExecutor: IBM Qiskit Runtime (V2 primitives, sessions and batches, local testing mode).
 
-This module only translates: tapes -> qiskit circuits and PUBs (caller's thread), raw
-primitive output -> PennyLane results (caller's thread). Services, sessions, the primitive
-adapter and error mapping live in :mod:`qfleet.executors.ibm_runtime`; blocking SDK calls run
-in threads (``asyncio.to_thread``), never on the event loop itself.
+This module only translates: the sampling plan's circuits -> qiskit circuits and PUBs
+(caller's thread), raw primitive output -> Samples/Values (caller's thread; the plan makes
+PennyLane results of them). Services, sessions, the primitive adapter and error mapping
+live in :mod:`qfleet.executors.ibm_runtime`; blocking SDK calls run in threads
+(``asyncio.to_thread``), never on the event loop itself.
 
 qiskit is imported lazily: ``import qfleet`` works without the ``ibm`` extra.
 """
@@ -15,14 +16,19 @@ import contextlib
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from pennylane.tape import QuantumScript
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from qfleet.errors import ConfigError, ExecutorError, QFleetError
-from qfleet.executors.base import SAMPLING_MEASUREMENTS, Capabilities, QuantumExecutor
+from qfleet.errors import ExecutorError, QFleetError
+from qfleet.executors.base import (
+    SAMPLING_MEASUREMENTS,
+    Capabilities,
+    Prepared,
+    QuantumExecutor,
+)
 from qfleet.executors.ibm_runtime import (
     ADAPTERS,
     AER_BACKEND,
@@ -73,38 +79,46 @@ class _Pub:
 
 
 @dataclasses.dataclass(frozen=True)
-class _TapePlan:
-    """How one tape's result is rebuilt from its PUBs (used on the caller's thread)."""
+class _Work:
+    """A translated batch: PUBs, how they form Runtime jobs, and which PUBs each plan
+    circuit's raw output comes from (an Estimator circuit with a shot vector: one per bin)."""
 
-    pubs: tuple[int, ...]
-    split: tuple[QuantumScript, ...] | None = None
-    """Sampler: the tape split/diagonalized into sampling tapes, one PUB each."""
-    postprocess: Callable | None = None
-    """Sampler: recombines the split tapes' results (from sampling_tapes)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Batch:
     kind: Literal["sampler", "estimator"]
     pubs: tuple[_Pub, ...]
     jobs: tuple[tuple[int, ...], ...]
     """PUB indices of each Runtime job."""
-    plans: tuple[_TapePlan, ...]
+    outputs: tuple[tuple[int, ...], ...]
+    """PUB indices of each plan circuit."""
+
+    def grouped(self, units: Sequence[Sequence[int]]) -> _Work:
+        """Jobs formed from ``units`` (lists of plan circuits), split by shots/precision:
+        jobs whose PUBs differ in shots (Sampler) or precision (Estimator) are deprecated
+        since qiskit-ibm-runtime 0.48."""
+        jobs: list[tuple[int, ...]] = []
+        for unit in units:
+            groups: dict[Any, list[int]] = {}
+            for i in (i for c in unit for i in self.outputs[c]):
+                groups.setdefault((self.pubs[i].shots, self.pubs[i].precision), []).append(i)
+            jobs.extend(tuple(g) for g in groups.values())
+        return dataclasses.replace(self, jobs=tuple(jobs))
+
+
+def _observable(mp: Any) -> Any:
+    """The observable an Estimator measures for ``mp``; a measured mid-circuit value
+    (``expval(m)``, deferred to a wire) is the diagonal of its eigenvalues."""
+    if mp.obs is not None:
+        return mp.obs
+    import numpy as np
+    import pennylane as qml
+
+    return qml.Hermitian(np.diag(mp.eigvals()), wires=mp.wires)
 
 
 @dataclasses.dataclass
 class _Submission:
-    batch: _Batch
+    work: _Work
     jobs: list[Any]
     local: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class _TapeOutput:
-    """Raw output for one tape: numpy arrays per PUB (samples or expectation values)."""
-
-    plan: _TapePlan
-    data: tuple
 
 
 class QiskitExecutor(QuantumExecutor):
@@ -262,10 +276,18 @@ class QiskitExecutor(QuantumExecutor):
 
     @property
     def capabilities(self) -> Capabilities:
-        # Tapes without shots are sampled with options["default_shots"] (1024).
+        # IBM backends only sample: tapes without shots run with default_shots (warned).
+        from qfleet.circuits.qasm import QASM2_GATES
+
+        common = dict(
+            analytic=False,
+            native_gates=QASM2_GATES,
+            mid_circuit_measurements=False,
+            default_shots=self.default_shots,
+        )
         if self.primitive_kind == "estimator":
-            return Capabilities(analytic=True, measurements=frozenset({"expval"}))
-        return Capabilities(analytic=True, measurements=SAMPLING_MEASUREMENTS)
+            return Capabilities(measurements=frozenset({"expval"}), observables=True, **common)
+        return Capabilities(measurements=SAMPLING_MEASUREMENTS, **common)
 
     @property
     def default_shots(self) -> int:
@@ -318,71 +340,62 @@ class QiskitExecutor(QuantumExecutor):
 
     # -- phase 1: caller's thread --------------------------------------------------------
 
-    def with_shots(self, tapes: Sequence[QuantumScript]) -> tuple[QuantumScript, ...]:
-        tapes = super().with_shots(tapes)
-        shots = self.default_shots
-        return tuple(t if t.shots else t.copy(shots=shots) for t in tapes)
+    def prepare(self, tapes: Sequence[QuantumScript]) -> Prepared:
+        prepared = super().prepare(tapes)
+        if self.single_job or prepared.plan is None:
+            return prepared
+        # One Runtime job per tape: the plan knows which circuits each tape became.
+        units = [range(entry.start, entry.stop) for entry in prepared.plan.planned]
+        return dataclasses.replace(prepared, payload=prepared.payload.grouped(units))
 
-    def translate(self, tapes: tuple[QuantumScript, ...]) -> _Batch:
+    def translate(self, circuits: tuple[QuantumScript, ...]) -> _Work:
+        """The plan's circuits as PUBs: Sampler, one PUB per circuit (its single
+        computational-basis sample of all wires); Estimator, one PUB per shot bin with the
+        circuit's observables as Pauli sums."""
         try:
             from qfleet.circuits.qiskit import observable_to_sparse_pauli, tape_to_circuit
             import qiskit  # noqa: F401 - fail here, clearly, without the extra
         except ImportError as exc:
             raise needs_ibm_extra(exc) from exc
-        from qfleet.circuits import sampling_tapes
 
         kind = self.primitive_kind
         pubs: list[_Pub] = []
-        plans: list[_TapePlan] = []
-        for tape in tapes:
+        outputs: list[tuple[int, ...]] = []
+        for circuit in circuits:
             first = len(pubs)
             if kind == "estimator":
-                circuit = tape_to_circuit(tape, measure=False)
+                qc = tape_to_circuit(circuit, measure=False)
                 observables = tuple(
-                    observable_to_sparse_pauli(mp.obs, tape.wires) for mp in tape.measurements
+                    observable_to_sparse_pauli(_observable(mp), circuit.wires)
+                    for mp in circuit.measurements
                 )
-                for lower, upper in tape.shots.bins():
+                for lower, upper in circuit.shots.bins():
                     precision = 1.0 / math.sqrt(upper - lower)
-                    pubs.append(_Pub(circuit, observables=observables, precision=precision))
-                plans.append(_TapePlan(tuple(range(first, len(pubs)))))
+                    pubs.append(_Pub(qc, observables=observables, precision=precision))
             else:
-                split, postprocess = sampling_tapes([tape])
-                for part in split:
-                    pubs.append(_Pub(tape_to_circuit(part), shots=part.shots.total_shots))
-                indices = tuple(range(first, len(pubs)))
-                plans.append(_TapePlan(indices, tuple(split), postprocess))
-        units = [range(len(pubs))] if self.single_job else [plan.pubs for plan in plans]
-        jobs: list[tuple[int, ...]] = []
-        for unit in units:
-            # Jobs whose PUBs differ in shots (Sampler) or precision (Estimator) are
-            # deprecated since qiskit-ibm-runtime 0.48: one job per value.
-            groups: dict[Any, list[int]] = {}
-            for i in unit:
-                groups.setdefault((pubs[i].shots, pubs[i].precision), []).append(i)
-            jobs.extend(tuple(g) for g in groups.values())
-        return _Batch(kind, tuple(pubs), tuple(jobs), tuple(plans))
+                pubs.append(_Pub(tape_to_circuit(circuit), shots=circuit.shots.total_shots))
+            outputs.append(tuple(range(first, len(pubs))))
+        work = _Work(kind, tuple(pubs), (), tuple(outputs))
+        return work.grouped([range(len(circuits))])
 
-    def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
+    def decode(self, circuits: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
+        """Sampler: the BitArray's rows (clbit i = circuit.wires[i]) as Samples; Estimator:
+        the expectation values in PennyLane's structure (per shot bin) as Values."""
         import numpy as np
 
-        from qfleet.circuits import result_from_samples
+        from qfleet.sampling import Samples, Values
 
-        results = []
-        for tape, output in zip(tapes, raw, strict=True):
-            plan = output.plan
-            if plan.split is not None:
-                parts = tuple(
-                    result_from_samples(part, samples)
-                    for part, samples in zip(plan.split, output.data, strict=True)
-                )
-                results.append(plan.postprocess(parts)[0])
+        outputs: list[Any] = []
+        for circuit, data in zip(circuits, raw, strict=True):
+            if self.primitive_kind == "sampler":
+                outputs.append(Samples(data[0]))
                 continue
             bins = []
-            for values in output.data:
+            for values in data:
                 values = tuple(np.float64(v) for v in values)
-                bins.append(values[0] if len(tape.measurements) == 1 else values)
-            results.append(tuple(bins) if tape.shots.has_partitioned_shots else bins[0])
-        return results
+                bins.append(values[0] if len(circuit.measurements) == 1 else values)
+            outputs.append(Values(tuple(bins) if circuit.shots.has_partitioned_shots else bins[0]))
+        return outputs
 
     # -- phase 2: event loop (blocking work in threads) ----------------------------------
 
@@ -395,7 +408,7 @@ class QiskitExecutor(QuantumExecutor):
             job=job,
         )
 
-    async def _start(self, payload: _Batch) -> tuple[Any, tuple[str, ...]]:
+    async def _start(self, payload: _Work) -> tuple[Any, tuple[str, ...]]:
         submitting = asyncio.ensure_future(asyncio.to_thread(self._submit, payload))
         try:
             with self._sdk_errors():
@@ -413,28 +426,28 @@ class QiskitExecutor(QuantumExecutor):
         _background.add(cleanup)
         cleanup.add_done_callback(_background.discard)
 
-    def _submit(self, batch: _Batch) -> _Submission:
+    def _submit(self, work: _Work) -> _Submission:
         """Transpile and submit (worker thread); returns once every job exists."""
         reg = registry()
         account = self._account()
         adapter = ADAPTERS[self.primitives]
         options = self._primitive_options()
-        circuits = [pub.circuit for pub in batch.pubs]
+        circuits = [pub.circuit for pub in work.pubs]
         if self.local_transpile:
             pm = reg.pass_manager(account, self.backend, self.optimization_level, self.seed)
             circuits = pm.run(circuits, num_processes=1)
-        if batch.kind == "sampler":
-            pubs = [(c, None, p.shots) for c, p in zip(circuits, batch.pubs)]
+        if work.kind == "sampler":
+            pubs = [(c, None, p.shots) for c, p in zip(circuits, work.pubs)]
         else:
             pubs = [
                 (c, [o.apply_layout(c.layout, c.num_qubits) for o in p.observables], None,
                  p.precision)
-                for c, p in zip(circuits, batch.pubs)
+                for c, p in zip(circuits, work.pubs)
             ]
         jobs: list[Any] = []
         try:
-            for indices in batch.jobs:
-                jobs.append(self._run_job(reg, account, adapter, options, batch.kind,
+            for indices in work.jobs:
+                jobs.append(self._run_job(reg, account, adapter, options, work.kind,
                                           [pubs[i] for i in indices]))
         except BaseException:
             for job in jobs:  # all or nothing: don't leave half a batch running
@@ -443,7 +456,7 @@ class QiskitExecutor(QuantumExecutor):
                 except Exception:
                     pass
             raise
-        return _Submission(batch, jobs, self.is_local)
+        return _Submission(work, jobs, self.is_local)
 
     def _run_job(self, reg, account, adapter, options, kind, pubs):
         run = adapter.run_sampler if kind == "sampler" else adapter.run_estimator
@@ -458,11 +471,11 @@ class QiskitExecutor(QuantumExecutor):
             mode = reg.mode(account, self.backend, self.mode, self.max_time)
             return run(mode, options, pubs)
 
-    async def _collect(self, job: _Submission) -> list[_TapeOutput]:
-        batch = job.batch
+    async def _collect(self, job: _Submission) -> list[tuple[Any, ...]]:
+        work = job.work
         try:
             per_job = await asyncio.gather(
-                *(self._wait(sdk_job, batch.kind, job.local) for sdk_job in job.jobs)
+                *(self._wait(sdk_job, work.kind, job.local) for sdk_job in job.jobs)
             )
         except asyncio.CancelledError:
             raise  # the base class cancels the jobs
@@ -470,16 +483,15 @@ class QiskitExecutor(QuantumExecutor):
             await asyncio.shield(self._cancel(job))  # one job failed: stop the others
             raise
         per_pub: dict[int, Any] = {}
-        for indices, data in zip(batch.jobs, per_job, strict=True):
+        for indices, data in zip(work.jobs, per_job, strict=True):
             if len(data) != len(indices):
                 raise ExecutorError(
                     f"Runtime job returned {len(data)} PUB results for {len(indices)} PUBs",
                     executor=self.label,
                 )
             per_pub.update(zip(indices, data))
-        return [
-            _TapeOutput(plan, tuple(per_pub[i] for i in plan.pubs)) for plan in batch.plans
-        ]
+        # One raw output per plan circuit: its PUBs' arrays (decoded on the caller's thread).
+        return [tuple(per_pub[i] for i in pubs) for pubs in work.outputs]
 
     async def _wait(self, sdk_job: Any, kind: str, local: bool) -> list[Any]:
         from qfleet.circuits.qiskit import CREG

@@ -104,6 +104,15 @@ def validate_operations(
     return (tape,), null_postprocessing
 
 
+@transform
+def drop_snapshots(tape: QuantumScript) -> tuple[QuantumScriptBatch, PostprocessingFn]:
+    """The tape without ``qml.Snapshot`` operations (they change no result)."""
+    if not any(isinstance(op, qml.Snapshot) for op in tape.operations):
+        return (tape,), null_postprocessing
+    operations = [op for op in tape.operations if not isinstance(op, qml.Snapshot)]
+    return (tape.copy(operations=operations),), null_postprocessing
+
+
 class QFleetDevice(Device):
     """Runs PennyLane tapes on a qfleet executor or cluster.
 
@@ -150,6 +159,9 @@ class QFleetDevice(Device):
         if self.wires is not None:
             pipeline.add_transform(validate_device_wires, self.wires, name=self.name)
         pipeline.add_transform(validate_operations, self.executor, name=name)
+        if not caps.takes_tapes:
+            # Snapshots are for simulators (qml.snapshots); a circuit backend runs without.
+            pipeline.add_transform(drop_snapshots)
         # Without shots: what the executor returns exactly, or, on a shots-only executor,
         # what its own shots estimate (with a warning); sample/counts raise as on
         # default.qubit.

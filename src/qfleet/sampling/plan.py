@@ -406,7 +406,7 @@ def _read(reader: QuantumScript, circuit: QuantumScript, output: Any, rng: np.ra
 def _from_state(reader: QuantumScript, circuit: QuantumScript, output: State) -> Any:
     """Exact results: PennyLane's own state measurements, as default.qubit computes them."""
     n = len(circuit.wires)
-    standard = reader.map_wires({w: i for i, w in enumerate(circuit.wires)})
+    [standard], _ = qml.map_wires(reader, {w: i for i, w in enumerate(circuit.wires)})
     if output.density:
         values = np.asarray(output.array).reshape([2] * (2 * n))
         measure = qml.devices.qubit_mixed.measure
