@@ -14,8 +14,9 @@ from pennylane.tape import QuantumScript
 
 import qfleet as qf
 from qfleet.circuits.cqasm import to_cqasm3
-from qfleet.errors import UnsupportedCircuitError
+from qfleet.errors import ExecutorTimeoutError, UnsupportedCircuitError
 from qfleet.executors import Executor2300, LocalExecutor, QuantumCluster, executor_classes
+from qfleet.sampling import ShotsWarning
 
 pytest_plugins = ["p2300_support"]  # the emulator fixtures
 
@@ -224,9 +225,15 @@ def test_pickled_executor_reconnects(emulator):
     assert np.array_equal(clone.run_circuit_sync(tape), [0, 1, 0, 0])
 
 
-def test_needs_shots(emulator):
+def test_samples_only_analytic_tapes_use_default_shots_with_a_warning(emulator):
+    # the contract: a shots-only backend runs analytic tapes with its default shots (warned)
+    ex = emulator.executor(name="p2300-default-shots")
+    assert ex.capabilities.analytic is False and ex.capabilities.default_shots == 1024
+    with pytest.warns(ShotsWarning):
+        result = ex.execute([QuantumScript([qml.X(0)], [qml.expval(qml.Z(0))])])
+    assert result[0] == -1.0 and result.metadata.shots == (1024,)
     with pytest.raises(UnsupportedCircuitError, match="needs shots"):
-        emulator.executor().execute([QuantumScript([qml.X(0)], [qml.expval(qml.Z(0))])])
+        ex.execute([QuantumScript([qml.X(0)], [qml.sample(wires=[0])])])
 
 
 def test_restricted_target_decomposes_or_refuses_before_sending(emulators):
@@ -293,3 +300,30 @@ def test_histogram_stands_in_for_raw_data(emulator):
     first, second = ex.run_circuit_sync(QuantumScript([qml.H(0)], [qml.sample(wires=[0])]))
     assert first.shape == (50, 1) and second.shape == (150, 1)
     assert 0.2 < np.concatenate([first, second]).mean() < 0.8
+
+
+@pytest.mark.parametrize("name", sorted(__import__("everyday").CASES))
+def test_everyday_circuits_within_shot_noise(emulator, name):
+    from everyday import check_case
+
+    check_case(name, emulator.executor(), shots=20000)
+
+
+def test_analytic_qnode_runs_with_default_shots_and_warns(emulator):
+    # shots-only: an analytic QNode runs with default_shots (1024), with a warning
+    device = qf.QFleetDevice(wires=1, executors=emulator.executor(name="p2300-analytic-qnode"))
+    qnode = qml.QNode(lambda: (qml.RX(0.3, wires=0), qml.expval(qml.Z(0)))[1], device)
+    with pytest.warns(ShotsWarning):
+        value = qnode()
+    assert abs(value - np.cos(0.3)) < 5 / np.sqrt(1024)
+
+
+def test_jobs_longer_than_the_timeout_wait_while_2300_publishes_executing(emulators):
+    emu = emulators["slow"]  # 0.25 s per execute, longer than timeout * (retries + 1)
+    tapes = [QuantumScript([qml.X(0)], [qml.probs(wires=[0])], shots=10)] * 2
+    ex = emu.executor(timeout=0.1, retries=0)
+    assert [list(r) for r in ex.execute(tapes)] == [[0, 1], [0, 1]]
+    # without the state socket a late reply is a lost one
+    deaf = Executor2300(address=emu.rep, subscribe_address=None, timeout=0.1, retries=0)
+    with pytest.raises(ExecutorTimeoutError):
+        deaf.execute(tapes)

@@ -236,6 +236,29 @@ def _lower(instr: Instr, target: CqasmTarget, depth: int = 0) -> list[Instr] | N
     return None
 
 
+def native_gates(target: CqasmTarget | None = None) -> frozenset[str]:
+    """PennyLane operation names :func:`to_cqasm3` writes for ``target`` without
+    decomposing them: those whose cQASM gate is in the target's gate set or can be rewritten
+    into it (for every angle). A sampling plan decomposes into these.
+
+    Example:
+        >>> sorted(native_gates(CqasmTarget(pgs={"X90", "MX90", "Y90", "MY90", "RZ", "CZ"})))[:3]
+        ['Adjoint(S)', 'Adjoint(SX)', 'Adjoint(T)']
+    """
+    target = target or CqasmTarget()
+    names = set()
+    for pl_name, gate in PENNYLANE_TO_CQASM.items():
+        if gate is None:
+            names.add(pl_name)
+            continue
+        arity, nparams = CQASM3_GATES[gate]
+        # an angle that is none of the special ones: the general rules must work
+        instr: Instr = (gate, (0.123,) * nparams, tuple(range(arity)))
+        if _lower(instr, target) is not None:
+            names.add(pl_name)
+    return frozenset(names)
+
+
 # -- export ---------------------------------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """Executor2300: run tapes on QuTech 2300 control software (or ``qfleet serve-2300``).
 
-This file only translates: tapes -> cQASM 3 programs (caller's thread), 2300 replies ->
-PennyLane results (caller's thread). The wire protocol lives in
+This file only translates: the sampling plan's circuits -> cQASM 3 programs (caller's
+thread), 2300 replies -> samples or counts per circuit (caller's thread); the plan does the
+rest (shots, broadcasting, diagonalization, native gates, results). The wire protocol lives in
 :mod:`qfleet.protocols.p2300`; the coroutines here only move messages.
 
 One batch is one 2300 session: ``initialize`` (lock), one ``execute`` per circuit (job ids
@@ -16,25 +17,26 @@ import dataclasses
 import itertools
 import logging
 import os
+import time
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import pennylane as qml
 from pennylane.tape import QuantumScript
 from pydantic import Field, ValidationError
 
-from qfleet.circuits.cqasm import CqasmProgram, CqasmTarget, to_cqasm3
-from qfleet.circuits.results import (
-    result_from_counts,
-    result_from_samples,
-    samples_from_counts,
-    sampling_tapes,
-)
+from qfleet.circuits.cqasm import CqasmProgram, CqasmTarget, native_gates, to_cqasm3
 from qfleet.errors import ExecutorError, ExecutorTimeoutError
 from qfleet.executors.base import SAMPLING_MEASUREMENTS, Capabilities, QuantumExecutor
+from qfleet.sampling import Counts, RawOutput, Samples
+
+#: Seconds within which a 2300 publishes its state again (it does at least once a second).
+_HEARTBEAT_S = 1.2
+
+#: Shots for analytic tapes (the plan warns); less when the 2300 allows fewer.
+DEFAULT_SHOTS = 1024
 
 log = logging.getLogger("qfleet.executor.2300")
 
@@ -50,18 +52,9 @@ def _is_transient(error_msg: str) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class _TapePlan:
-    """One input tape: its computational-basis tapes, their programs and the recombination."""
-
-    tapes: tuple[QuantumScript, ...]
-    programs: tuple[CqasmProgram, ...]
-    recombine: Callable
-    unbroadcast: Callable | None
-
-
-@dataclasses.dataclass(frozen=True)
 class _Payload:
-    plans: tuple[_TapePlan, ...]
+    programs: tuple[CqasmProgram, ...]
+    """One program per plan circuit (to read the bit order of its results)."""
     executes: tuple[dict[str, Any], ...]
     """Execute payloads without job ids, in order (the loop only reads these)."""
 
@@ -72,6 +65,16 @@ class _Running:
     def __init__(self) -> None:
         self.task: asyncio.Task | None = None
         self.terminated = asyncio.Event()
+
+
+def _max_shots(static: Any) -> int | None:
+    """The 2300's shot limit, where its get_static publishes one (``max_shots``)."""
+    value = getattr(static, "max_shots", None) if static is not None else None
+    try:
+        value = int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value and value > 0 else None
 
 
 def _client_module():
@@ -137,7 +140,8 @@ class Executor2300(QuantumExecutor):
     per-shot bitstrings (otherwise ``qml.sample`` and shot vectors use a shuffled
     histogram, which has the same distribution).
 
-    Needs shots (2300 samples). Reads ``get_static`` once per connection to learn the
+    Samples only: tapes without shots run with ``default_shots`` (1024, fewer when the
+    2300 publishes a lower ``max_shots``), with a warning. Reads ``get_static`` once per connection to learn the
     qubits, gate set and topology; a circuit that does not fit raises
     UnsupportedCircuitError before anything is sent. Run ``qfleet serve-2300`` for a local
     2300.
@@ -166,11 +170,19 @@ class Executor2300(QuantumExecutor):
 
     @property
     def capabilities(self) -> Capabilities:
+        # The gate set, qubits and shot limit come from get_static (fetched in prepare);
+        # before that, any 2300: every gate the cQASM exporter writes.
         static = self._cached_static()
+        target = CqasmTarget.from_static(static) if static is not None else CqasmTarget()
+        max_shots = _max_shots(static)
         return Capabilities(
             analytic=False,
-            max_wires=static.nqubits if static is not None else None,
+            max_wires=target.nqubits,
             measurements=SAMPLING_MEASUREMENTS,
+            native_gates=native_gates(target),
+            mid_circuit_measurements=False,
+            max_shots=max_shots,
+            default_shots=min(DEFAULT_SHOTS, max_shots) if max_shots else DEFAULT_SHOTS,
         )
 
     @property
@@ -217,58 +229,41 @@ class Executor2300(QuantumExecutor):
             self._runtime[key] = static
         return static
 
-    def translate(self, tapes: tuple[QuantumScript, ...]) -> _Payload:
+    def plan(self, tapes: Sequence[QuantumScript]):
+        self.static()  # the capabilities (gate set, qubits) are the 2300's own
+        return super().plan(tapes)
+
+    def translate(self, circuits: tuple[QuantumScript, ...]) -> _Payload:
         static = self.static()
         target = CqasmTarget.from_static(static)
         # A 2300 without shot memory gets no raw-data requests; its histograms stand in.
         raw_data = self.include_raw_data and static.supports_raw_data
-        plans, executes = [], []
-        for tape in tapes:
-            if tape.batch_size:
-                expanded, unbroadcast = qml.transforms.broadcast_expand(tape)
-            else:
-                expanded, unbroadcast = (tape,), None
-            split, recombine = sampling_tapes(expanded)
-            programs = tuple(to_cqasm3(t, target) for t in split)
-            plans.append(_TapePlan(tuple(split), programs, recombine, unbroadcast))
-            for t, program in zip(split, programs):
-                executes.append(
-                    {
-                        "circuit": program.text,
-                        "number_of_shots": t.shots.total_shots,
-                        "include_raw_data": raw_data,
-                    }
-                )
-        return _Payload(tuple(plans), tuple(executes))
+        programs = tuple(to_cqasm3(circuit, target) for circuit in circuits)
+        executes = tuple(
+            {
+                "circuit": program.text,
+                "number_of_shots": circuit.shots.total_shots,
+                "include_raw_data": raw_data,
+            }
+            for circuit, program in zip(circuits, programs)
+        )
+        return _Payload(programs, executes)
 
-    def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
-        results = []
-        for plan, replies in raw:
-            values = [
-                self._result(t, program, reply)
-                for t, program, reply in zip(plan.tapes, plan.programs, replies)
-            ]
-            combined = plan.recombine(values)
-            results.append(plan.unbroadcast(combined) if plan.unbroadcast else combined[0])
-        return results
+    def decode(self, circuits: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[RawOutput]:
+        return [
+            self._output(circuit, program, reply)
+            for circuit, (program, reply) in zip(circuits, raw, strict=True)
+        ]
 
-    def _result(self, tape: QuantumScript, program: CqasmProgram, reply: Any) -> Any:
+    def _output(self, circuit: QuantumScript, program: CqasmProgram, reply: Any) -> RawOutput:
         try:
+            if reply.raw_data and len(reply.raw_data) == circuit.shots.total_shots:
+                return Samples(self._samples(reply.raw_data, program))
             counts: dict[str, int] = {}
             for bitstring, count in reply.results.items():
                 bits = program.bits_for_wires(bitstring)  # 2300: q[n]...q[0]; PL: wire order
                 counts[bits] = counts.get(bits, 0) + int(count)
-            total = tape.shots.total_shots
-            raw = reply.raw_data
-            if raw and len(raw) == total:
-                samples = self._samples(raw, program)
-            elif tape.shots.has_partitioned_shots or any(
-                isinstance(mp, qml.measurements.SampleMP) for mp in tape.measurements
-            ):
-                samples = samples_from_counts(counts, len(program.wires))
-            else:
-                return result_from_counts(tape, counts)
-            return result_from_samples(tape, samples)
+            return Counts(counts)
         except ValueError as exc:
             raise ExecutorError(
                 f"2300 returned results that do not fit job {reply.job_id}: {exc}",
@@ -386,12 +381,23 @@ class Executor2300(QuantumExecutor):
         job_ids: tuple[int, ...],
         lock: asyncio.Lock,
         running: _Running,
-    ) -> list[tuple[_TapePlan, list[Any]]]:
-        from qfleet.protocols.p2300.messages import ExecuteResult
+    ) -> list[tuple[CqasmProgram, Any]]:
+        from qfleet.protocols.p2300.messages import ExecuteResult, State
 
         async def reinitialize() -> None:
             # A restarted 2300 has forgotten our lock; a running one accepts it again.
             await self._initialize(conn, session_id)
+
+        def executing() -> bool:
+            # A job longer than timeout: 2300 still publishes EXECUTING (fresh heartbeats)
+            # while it runs our job (we hold its lock), so the reply is late, not lost.
+            # A 2300 publishes at least once a second: an older state may be a dead one's.
+            listener = conn.listener
+            return (
+                listener is not None
+                and listener.current is State.EXECUTING
+                and time.monotonic() - listener.received_at < _HEARTBEAT_S
+            )
 
         terminate_retries = None
         try:
@@ -399,8 +405,9 @@ class Executor2300(QuantumExecutor):
             for job_id, execute in zip(job_ids, payload.executes):
                 request = {"job_id": job_id, **execute}
                 reply = await self._request(
-                    conn, "execute", session_id, request, on_retry=reinitialize
-                )
+                    conn, "execute", session_id, request, on_retry=reinitialize,
+                    keep_waiting=executing,
+                )  # fmt: skip
                 if not reply.ok:
                     raise ExecutorError(
                         f"2300 failed job {job_id}: {reply.error_msg}",
@@ -425,11 +432,7 @@ class Executor2300(QuantumExecutor):
             await asyncio.shield(
                 self._terminate(conn, session_id, lock, running, retries=terminate_retries)
             )
-        grouped, at = [], 0
-        for plan in payload.plans:
-            grouped.append((plan, replies[at : at + len(plan.programs)]))
-            at += len(plan.programs)
-        return grouped
+        return list(zip(payload.programs, replies, strict=True))
 
     async def _terminate(
         self,
@@ -449,7 +452,7 @@ class Executor2300(QuantumExecutor):
             lock.release()
             running.terminated.set()
 
-    async def _collect(self, job: _Running) -> list[tuple[_TapePlan, list[Any]]]:
+    async def _collect(self, job: _Running) -> list[tuple[CqasmProgram, Any]]:
         return await job.task
 
     async def _cancel(self, job: _Running) -> None:

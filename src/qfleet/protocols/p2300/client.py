@@ -122,8 +122,13 @@ class LazyPirateClient:
         *,
         retries: int | None = None,
         on_retry: Callable[[], Awaitable[None]] | None = None,
+        keep_waiting: Callable[[], bool] | None = None,
     ) -> Reply:
         """Send one request and return the reply (success or failure: the caller decides).
+
+        ``keep_waiting()`` is asked each time ``timeout`` passes without a reply: while it
+        says True (e.g. 2300 publishes EXECUTING: a long job, not a lost reply) the same
+        request goes on waiting instead of counting as an unanswered attempt.
 
         Raises :class:`NoReply` after ``retries + 1`` unanswered attempts and
         :class:`~qfleet.protocols.p2300.messages.ProtocolError` for a reply that is not a
@@ -144,8 +149,11 @@ class LazyPirateClient:
             sock = self._open()
             try:
                 await sock.send(data)
-                if await sock.poll(timeout_ms, zmq.POLLIN):
-                    return _check_reply(await sock.recv(), session_id)
+                while True:
+                    if await sock.poll(timeout_ms, zmq.POLLIN):
+                        return _check_reply(await sock.recv(), session_id)
+                    if keep_waiting is None or not keep_waiting():
+                        break
             except BaseException:
                 # Cancelled or failed mid-request: the socket still owes a receive.
                 self.reset()
