@@ -13,6 +13,7 @@ import numpy as np
 import pennylane as qml
 import pytest
 from conftest import binomial_tol
+from everyday import CASES, check_case
 from pennylane import numpy as pnp
 from pydantic import ValidationError
 
@@ -201,15 +202,51 @@ def test_what_braket_cannot_run_is_refused_before_running():
     with pytest.raises(ValidationError, match="unknown noise"):
         BraketLocalExecutor(device="braket_dm", noise_model={"dephasing": 0.1})
     dm = BraketLocalExecutor(device="braket_dm")
-    with pytest.raises(UnsupportedCircuitError, match="density_matrix"):
+    # braket_dm has no state vector: qml.state() is not among its exact measurements
+    with pytest.raises(UnsupportedCircuitError, match=r"cannot return state\(\)"):
         dm.execute([QS([qml.X(0)], [qml.state()])])
-    with pytest.raises(UnsupportedCircuitError, match="without shots"):
+    with pytest.raises(UnsupportedCircuitError, match=r"cannot return state\(\)"):
         BraketLocalExecutor().execute([QS([qml.X(0)], [qml.state()], shots=10)])
     with pytest.raises(UnsupportedCircuitError, match="13"):
         dm.execute([QS([qml.X(w) for w in range(14)], [qml.expval(qml.Z(0))])])
     # noise channels run natively on braket_dm only
     assert dm.supports_operation(qml.DepolarizingChannel(0.1, 0))
     assert not BraketLocalExecutor().supports_operation(qml.DepolarizingChannel(0.1, 0))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("device", ["braket_sv", "braket_dm"])
+@pytest.mark.parametrize("shots", [None, 20000])
+def test_everyday_circuits_match_default_qubit(name, device, shots):
+    check_case(name, BraketLocalExecutor(device=device, seed=5), shots)
+
+
+def test_wires_first_used_out_of_order_keep_their_qubits():
+    # q[i] = tape.wires[i] = [1, 0] here: the state and every result must stay in wire order
+    tape = QS([qml.RY(0.5, 1), qml.RX(0.3, 0)],
+              [qml.expval(qml.Z(0)), qml.expval(qml.Z(1)), qml.probs(wires=[0, 1]),
+               qml.measurements.StateMP(wires=[0, 1])])  # qml.state() as the device sends it
+    want = qml.execute([tape], qml.device("default.qubit"))[0]
+    for ex in (BraketLocalExecutor(), BraketLocalExecutor(parallel="process", workers=1)):
+        got = ex.execute([tape])[0]
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-10)
+        ex._runtime.get("pool") and ex._runtime["pool"].shutdown()
+    dm = QS(tape.operations, [qml.density_matrix([0, 1]), qml.expval(qml.Z(0))])
+    got = BraketLocalExecutor(device="braket_dm").execute([dm])[0]
+    for a, b in zip(got, qml.execute([dm], qml.device("default.qubit"))[0], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-10)
+
+
+def test_idle_wires_and_shot_vectors_through_the_plan():
+    # wire 2 is only measured (Braket does not simulate it); one output per planned circuit
+    tape = QS([qml.X(0)], [qml.expval(qml.X(0)), qml.expval(qml.Z(0)), qml.probs(wires=[2])],
+              shots=[(500, 2)])
+    ex = BraketLocalExecutor(seed=2)
+    prepared = ex.prepare([tape])
+    assert prepared.num_outputs == len(prepared.plan.circuits) == 2  # X and Z split
+    for x, z, probs in ex.execute([tape])[0]:
+        assert abs(x) < 5 / np.sqrt(500) and z == -1.0 and probs[0] == 1.0
 
 
 def test_optional_sdks_are_imported_lazily():

@@ -94,7 +94,7 @@ def to_openqasm3(
 
     ``measure``: ``b[i] = measure q[i]`` for every tape wire (shots runs); the tape's
     measurements must then be in the computational basis (pass it through
-    :func:`qfleet.circuits.sampling_tapes`). ``result_pragmas``: lines such as
+    a :class:`qfleet.sampling.SamplingPlan`). ``result_pragmas``: lines such as
     ``"state_vector"`` appended as ``#pragma braket result ...`` (exact runs).
     ``global_phase``: keep GlobalPhase as ``gphase`` (only a state result can see it).
     Noise channels become ``#pragma braket noise`` lines (run them on braket_dm).
@@ -110,7 +110,10 @@ def to_openqasm3(
     if keep:
         # decompose() cannot take channels apart; leave every channel as it is.
         gate_set |= {op.name for op in keep}
-    [decomposed], _ = qml.transforms.decompose(tape, gate_set=gate_set)
+    if all(op.name in gate_set for op in tape.operations):
+        decomposed = tape  # already Braket's gates (a sampling plan's circuit)
+    else:
+        [decomposed], _ = qml.transforms.decompose(tape, gate_set=gate_set)
     index = {wire: i for i, wire in enumerate(tape.wires)}
     lines = ["OPENQASM 3.0;", f"qubit[{len(tape.wires)}] q;"]
     if measure and tape.wires:

@@ -1,10 +1,10 @@
 """BraketLocalExecutor: Amazon Braket's local simulators (braket_sv, braket_dm), offline.
 
-Tapes go to Braket as OpenQASM 3 programs (:func:`qfleet.circuits.qasm3.to_openqasm3`,
-Braket's gate names). Shots runs measure every wire and come back as per-shot samples,
-turned into PennyLane results by the shared post-processing; exact runs (shots=None) ask
-Braket for the state vector (braket_sv) or density matrix (braket_dm) and let PennyLane's
-measurement processes compute the results from it.
+The sampling plan's circuits go to Braket as OpenQASM 3 programs
+(:func:`qfleet.circuits.qasm3.to_openqasm3`, Braket's gate names). Sampled circuits measure
+every wire and come back as per-shot :class:`~qfleet.sampling.Samples`; exact circuits
+(shots=None) ask Braket for the state vector (braket_sv) or density matrix (braket_dm),
+returned as a :class:`~qfleet.sampling.State` from which the plan computes the results.
 
 amazon-braket-sdk is imported only when a batch runs (extra ``qfleet[braket]``).
 """
@@ -17,26 +17,22 @@ import multiprocessing
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-import pennylane as qml
+from pennylane.measurements import StateMP
 from pennylane.tape import QuantumScript
 from pydantic import Field, field_validator, model_validator
 
-from qfleet.circuits.qasm3 import BRAKET_NOISE, is_channel, to_openqasm3
-from qfleet.circuits.results import result_from_samples, sampling_tapes
-from qfleet.errors import UnsupportedCircuitError
+from qfleet.circuits.qasm3 import BRAKET_GATES, BRAKET_NOISE, is_channel, to_openqasm3
 from qfleet.executors.base import (
-    ALL_MEASUREMENTS,
     BatchResult,
     Capabilities,
     Prepared,
     QuantumExecutor,
     RunMetadata,
-    measurement_kind,
 )
+from qfleet.sampling import SAMPLING_MEASUREMENTS, Samples, State
 
 #: Qubits each local simulator takes (Braket's device properties).
 MAX_QUBITS = {"braket_sv": 26, "braket_dm": 13}
@@ -51,37 +47,22 @@ NOISE_SHORTHAND = {
     "phase_damping": "PhaseDamping",
 }
 
+#: What Braket's state vector gives exactly (PennyLane's state measurements); braket_dm
+#: has no state vector, so no qml.state().
 _EXACT = frozenset({"expval", "var", "probs", "state", "density_matrix", "purity",
                     "vn_entropy", "mutual_info"})
-_SAMPLED = frozenset({"expval", "var", "probs", "sample", "counts"})
 
 
 @dataclasses.dataclass(frozen=True)
 class _Program:
-    """One OpenQASM 3 program for Braket (plain strings: it may go to a worker process)."""
+    """One OpenQASM 3 program for Braket (plain data: it may go to a worker process)."""
 
     source: str
     shots: int
     """0: exact (a state/density-matrix result type)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _TapePlan:
-    """How one tape's result is rebuilt from its programs' output (caller's thread)."""
-
-    tapes: tuple[QuantumScript, ...]
-    """The programs' tapes (split and diagonalized for shots runs)."""
-    used: tuple[frozenset[int], ...]
-    """Per program: the qubits its instructions act on (Braket simulates only those)."""
-    recombine: Callable
-    unbroadcast: Callable | None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Payload:
-    plans: tuple[_TapePlan, ...]
-    programs: tuple[_Program, ...]
-    """All programs of the batch, tape after tape."""
+    used: frozenset[int]
+    """The qubits its instructions act on (Braket simulates only those)."""
+    num_qubits: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,8 +135,8 @@ def _simulate(
     device: str, seed: int | None, noise: dict | None, programs: tuple, cache: dict | None = None
 ) -> tuple:
     """Run ``programs`` on a Braket simulator kept per thread in ``cache`` (default: this
-    process's, for pool workers); raw output per program: samples (shots x qubits, qubit
-    order) or the exact state vector / density matrix."""
+    process's, for pool workers); one raw output per program: Samples (shots x qubits, qubit
+    order) or the exact State over all its qubits."""
     from braket.ir.openqasm import Program
 
     if device == "braket_dm":
@@ -167,6 +148,7 @@ def _simulate(
         if simulator is None:
             simulator = cache[key] = _make_simulator(device, seed)
     model = _noise_model(noise)
+    dm = device == "braket_dm"
     outputs = []
     for program in programs:
         source = program.source
@@ -177,13 +159,14 @@ def _simulate(
             source = model.apply(Circuit.from_ir(source)).to_ir(IRType.OPENQASM).source
         result = simulator.run(Program(source=source), shots=program.shots).result()
         if program.shots:
-            samples = np.asarray(result.measurements, dtype=np.int8)
-            order = list(result.measured_qubits)
-            if order != sorted(order):
-                samples = samples[:, np.argsort(order)]
-            outputs.append(samples)
+            measured = np.asarray(result.measurements, dtype=np.int8)
+            # Columns in measured_qubits order; a qubit Braket did not measure stays |0>.
+            samples = np.zeros((program.shots, program.num_qubits), dtype=np.int8)
+            samples[:, list(result.measured_qubits)] = measured
+            outputs.append(Samples(samples))
         else:
-            outputs.append(np.asarray(result.values[0]))
+            state = _expand(np.asarray(result.values[0]), program.used, program.num_qubits, dm)
+            outputs.append(State(state, density=dm))
     return tuple(outputs)
 
 
@@ -270,8 +253,14 @@ class BraketLocalExecutor(QuantumExecutor):
 
     @property
     def capabilities(self) -> Capabilities:
-        measurements = ALL_MEASUREMENTS - {"classical_shadow", "shadow_expval"}
-        return Capabilities(max_wires=MAX_QUBITS[self.device], measurements=measurements)
+        exact = _EXACT - {"state"} if self.device == "braket_dm" else _EXACT
+        return Capabilities(
+            max_wires=MAX_QUBITS[self.device],
+            measurements=SAMPLING_MEASUREMENTS,
+            exact_measurements=exact,
+            native_gates=frozenset(BRAKET_GATES),
+            mid_circuit_measurements=False,
+        )
 
     def supports_operation(self, op: Any) -> bool:
         # Noise channels run natively on braket_dm (named pragmas, else kraus on <= 2 qubits).
@@ -281,92 +270,28 @@ class BraketLocalExecutor(QuantumExecutor):
 
     # -- caller's thread -------------------------------------------------------------------
 
-    def _plan(self, tape: QuantumScript) -> tuple[_TapePlan, list[_Program]]:
-        if tape.batch_size:
-            expanded, unbroadcast = qml.transforms.broadcast_expand(tape)
-        else:
-            expanded, unbroadcast = (tape,), None
-        if tape.shots:
-            kinds = {measurement_kind(mp) for mp in tape.measurements}
-            if not kinds <= _SAMPLED:
-                raise UnsupportedCircuitError(
-                    f"{self.label} returns {', '.join(sorted(kinds - _SAMPLED))}() only "
-                    f"without shots (exact mode); with shots it supports "
-                    f"{', '.join(sorted(_SAMPLED))}"
-                )
-            split, recombine = sampling_tapes(expanded)
-            programs, used = [], []
-            for t in split:
-                source, acted = to_openqasm3(t)
-                programs.append(_Program(source, t.shots.total_shots))
-                used.append(acted)
-        else:
-            kinds = {measurement_kind(mp) for mp in tape.measurements}
-            if self.device == "braket_dm" and any(
-                type(mp) is qml.measurements.StateMP for mp in tape.measurements
-            ):
-                raise UnsupportedCircuitError(
-                    f"{self.label} simulates density matrices; qml.state() needs "
-                    f"device='braket_sv' (or measure qml.density_matrix(wires))"
-                )
-            if not kinds <= _EXACT:
-                raise UnsupportedCircuitError(
-                    f"{self.label} returns {', '.join(sorted(kinds - _EXACT))}() only with "
-                    f"shots; set shots on the QNode or the executor"
-                )
-            split, recombine = tuple(expanded), tuple
-            pragma = "state_vector" if self.device == "braket_sv" else "density_matrix"
-            want_phase = any(
-                isinstance(mp, qml.measurements.StateMP) for mp in tape.measurements
-            )
-            programs, used = [], []
-            for t in split:
-                source, acted = to_openqasm3(
-                    t, measure=False, result_pragmas=[pragma], global_phase=want_phase
-                )
-                programs.append(_Program(source, 0))
-                used.append(acted)
-        return _TapePlan(tuple(split), tuple(used), recombine, unbroadcast), programs
+    def _program(self, circuit: QuantumScript) -> _Program:
+        """q[i] = circuit.wires[i]: Samples columns and State qubits in circuit.wires order."""
+        if circuit.shots:
+            source, used = to_openqasm3(circuit)
+            return _Program(source, circuit.shots.total_shots, used, len(circuit.wires))
+        pragma = "state_vector" if self.device == "braket_sv" else "density_matrix"
+        # Only a state result can see a global phase.
+        phase = any(isinstance(mp, StateMP) for mp in circuit.measurements)
+        source, used = to_openqasm3(
+            circuit, measure=False, result_pragmas=[pragma], global_phase=phase
+        )
+        return _Program(source, 0, used, len(circuit.wires))
 
-    def translate(self, tapes: tuple[QuantumScript, ...]) -> Any:
-        plans, programs = [], []
-        for tape in tapes:
-            plan, tape_programs = self._plan(tape)
-            plans.append(plan)
-            programs.extend(tape_programs)
-        payload = _Payload(tuple(plans), tuple(programs))
+    def translate(self, circuits: tuple[QuantumScript, ...]) -> Any:
+        programs = tuple(self._program(c) for c in circuits)
         if self.parallel is None:
             # Simulate here, on the caller's thread (as LocalExecutor does): no hand-off.
             submitted_at, started = time.time(), time.perf_counter()
             cache = self._runtime.setdefault("simulators", {})
-            outputs = _simulate(self.device, self.seed, self.noise_model, payload.programs, cache)
-            return payload, _InlineRun(outputs, submitted_at, time.perf_counter() - started)
-        return payload, None
-
-    def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
-        results = []
-        for tape_raw in raw:
-            plan, outputs = tape_raw
-            values = [
-                self._result(t, acted, output)
-                for t, acted, output in zip(plan.tapes, plan.used, outputs, strict=True)
-            ]
-            combined = plan.recombine(values)
-            results.append(plan.unbroadcast(combined) if plan.unbroadcast else combined[0])
-        return results
-
-    def _result(self, tape: QuantumScript, used: frozenset[int], output: np.ndarray) -> Any:
-        if tape.shots:
-            return result_from_samples(tape, output)
-        # Exact: PennyLane's own state measurements (what default.qubit/default.mixed
-        # do), on the tape with wires 0..n-1 = q[0..n-1].
-        dm = self.device == "braket_dm"
-        n = len(tape.wires)
-        values = _expand(output, used, n, dm).reshape([2] * (2 * n if dm else n))
-        measure = qml.devices.qubit_mixed.measure if dm else qml.devices.qubit.measure
-        standard = tape.map_to_standard_wires()
-        processed = [measure(mp, values) for mp in standard.measurements]
-        return processed[0] if len(processed) == 1 else tuple(processed)
+            outputs = _simulate(self.device, self.seed, self.noise_model, programs, cache)
+            return programs, _InlineRun(outputs, submitted_at, time.perf_counter() - started)
+        return programs, None
 
     # -- event loop ------------------------------------------------------------------------
 
@@ -383,45 +308,37 @@ class BraketLocalExecutor(QuantumExecutor):
     async def _start(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
         import asyncio
 
-        batch, inline = payload
+        programs, inline = payload
         if inline is not None:
-            return (batch, asyncio.sleep(0, result=inline.outputs)), ()
+            return asyncio.sleep(0, result=inline.outputs), ()
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(
-            self._pool(), _simulate, self.device, self.seed, self.noise_model, batch.programs
+            self._pool(), _simulate, self.device, self.seed, self.noise_model, programs
         )
-        return (batch, work), ()
+        return work, ()
 
     async def _collect(self, job: Any) -> list[Any]:
-        batch, work = job
-        return self._per_tape(batch, await work)
+        return list(await job)  # one Samples/State per planned circuit
 
     async def _cancel(self, job: Any) -> None:
-        _, work = job
-        if hasattr(work, "cancel"):
-            work.cancel()
-
-    @staticmethod
-    def _per_tape(batch: _Payload, outputs: Sequence[Any]) -> list[Any]:
-        per_tape, i = [], 0
-        for plan in batch.plans:
-            n = len(plan.tapes)
-            per_tape.append((plan, tuple(outputs[i : i + n])))
-            i += n
-        return per_tape
+        if hasattr(job, "cancel"):
+            job.cancel()
+        elif hasattr(job, "close"):
+            job.close()  # the inline run's never-awaited coroutine
 
     def completed_inline(self, prepared: Prepared) -> BatchResult | None:
-        batch, inline = prepared.payload
+        _, inline = prepared.payload
         if inline is None or self.max_concurrent or self.rate:
             return None
-        raw = self._per_tape(batch, inline.outputs)
-        return BatchResult(
-            self.finish(prepared.tapes, raw),
-            RunMetadata(
-                executor=self.label,
-                backend=self.backend_description,
-                num_circuits=prepared.num_circuits,
-                execution_time=inline.seconds,
-                submitted_at=inline.submitted_at,
-            ),
+        return prepared.complete(
+            BatchResult(
+                inline.outputs,
+                RunMetadata.model_construct(
+                    executor=self.label,
+                    backend=self.backend_description,
+                    num_circuits=prepared.num_circuits,
+                    execution_time=inline.seconds,
+                    submitted_at=inline.submitted_at,
+                ),
+            )
         )

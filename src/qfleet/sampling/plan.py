@@ -406,12 +406,14 @@ def _read(reader: QuantumScript, circuit: QuantumScript, output: Any, rng: np.ra
 def _from_state(reader: QuantumScript, circuit: QuantumScript, output: State) -> Any:
     """Exact results: PennyLane's own state measurements, as default.qubit computes them."""
     n = len(circuit.wires)
-    [standard], _ = qml.map_wires(reader, {w: i for i, w in enumerate(circuit.wires)})
+    # Only the measurements: some templates cannot map their wires (HilbertSchmidt).
+    wire_map = {w: i for i, w in enumerate(circuit.wires)}
+    measurements = [mp.map_wires(wire_map) for mp in reader.measurements]
     if output.density:
         values = np.asarray(output.array).reshape([2] * (2 * n))
         measure = qml.devices.qubit_mixed.measure
     else:
         values = np.asarray(output.array).reshape([2] * n)
         measure = qml.devices.qubit.measure
-    processed = tuple(measure(mp, values) for mp in standard.measurements)
+    processed = tuple(measure(mp, values) for mp in measurements)
     return processed[0] if len(processed) == 1 else processed
