@@ -21,10 +21,12 @@ import pytest
 from pennylane.tape import QuantumScript
 
 from qfleet.circuits.ionq import (
+    IONQ_GATES,
     counts_from_probabilities,
     histogram_bitstrings,
     to_ionq_circuit,
 )
+from qfleet.circuits.qasm import QASM2_GATES
 from qfleet.errors import ConfigError, ExecutorError, ExecutorTimeoutError
 from qfleet.executors import AzureCredential, AzureExecutor
 from qfleet.executors.azure import (
@@ -34,6 +36,7 @@ from qfleet.executors.azure import (
     forget_workspaces,
 )
 
+from everyday import CASES, check_case
 from standins.azure_quantum import AzureStack, azurite_command
 from standins.helpers import (
     SHOTS,
@@ -159,6 +162,49 @@ def test_gradient(server):
     assert all(job["status"] == "Succeeded" for job in jobs)
     want = qml.grad(lambda x: qml.math.sum(qml.math.stack(exact(x))))(X)
     np.testing.assert_allclose(grad, want, atol=3 * 5 / np.sqrt(2 * 3000))
+
+
+# -- everyday circuits (broadcasting, mid-circuit measurements, Hermitian, ...) ---------------
+
+EVERYDAY_SHOTS = 4000
+
+
+@pytest.mark.parametrize("target", [QUANTINUUM, IONQ])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_everyday_circuits_match_default_qubit(server, target, name):
+    check_case(name, executor(server, target), shots=EVERYDAY_SHOTS)
+
+
+@pytest.mark.parametrize("target", [QUANTINUUM, IONQ])
+def test_bit_order_is_the_tapes_wire_order(server, target):
+    tape = QuantumScript([qml.X("b"), qml.X("c")],
+                         [qml.probs(wires=["a", "b", "c"]), qml.counts(wires=["c", "a"]),
+                          qml.sample(wires=["b", "a"])], shots=50)
+    probs, counts, samples = executor(server, target).run_circuit_sync(tape)
+    assert probs[0b011] == 1 and counts == {"10": 50}
+    assert samples.shape == (50, 2) and (samples == [1, 0]).all()
+
+
+def test_broadcast_tape_runs_one_job_per_parameter_set(server):
+    tape = QuantumScript([qml.RX(np.array([0.1, 0.9, 2.1]), 0), qml.CNOT([0, 1])],
+                         [qml.expval(qml.Z(1)), qml.probs(wires=[0, 1])], shots=2000)
+    for target in (QUANTINUUM, IONQ):
+        result = executor(server, target).execute([tape])
+        assert len(result.metadata.job_ids) == 3
+        z1, probs = result[0]
+        assert z1.shape == (3,) and probs.shape == (3, 4)
+        np.testing.assert_allclose(z1, np.cos([0.1, 0.9, 2.1]), atol=5 / np.sqrt(2000))
+
+
+def test_reattach_by_job_ids_with_several_circuits_per_tape(server):
+    ex = executor(server, QUANTINUUM)
+    tapes = [QuantumScript([qml.RX(np.array([0.3, 1.2]), 0)],
+                           [qml.expval(qml.Z(0)), qml.expval(qml.X(0))], shots=1000)]
+    first = ex.execute(tapes)
+    assert len(first.metadata.job_ids) == 4  # 2 parameter sets x 2 bases
+    again = executor(server, QUANTINUUM).results_of(tapes, first.metadata.job_ids)
+    np.testing.assert_allclose(np.asarray(again[0]), np.asarray(first[0]))
+    assert len(server.jobs()) == 4
 
 
 # -- job lifecycle ----------------------------------------------------------------------------
@@ -398,9 +444,13 @@ def test_invalid_configuration_is_rejected_with_the_fix():
         AzureExecutor(backend_name=IONQ, input_params={"shots": 10})
     with pytest.raises(ValueError, match="needs shots"):
         AzureExecutor(backend_name=IONQ).run_circuit_sync(
-            QuantumScript([qml.H(0)], [qml.expval(qml.Z(0))]))
+            QuantumScript([qml.H(0)], [qml.sample(wires=[0])]))
     caps = AzureExecutor(backend_name=IONQ).capabilities
     assert not caps.analytic and caps.max_wires == 29 and "state" not in caps.measurements
+    # shots-only: analytic tapes run with Azure's default shots (the plan warns)
+    assert caps.default_shots == 500 and not caps.mid_circuit_measurements
+    assert caps.native_gates == IONQ_GATES
+    assert AzureExecutor(backend_name=QUANTINUUM).capabilities.native_gates == QASM2_GATES
 
 
 def test_import_qfleet_without_the_azure_extra():

@@ -23,6 +23,7 @@ pytest.importorskip("classiq")
 import qfleet as qf  # noqa: E402
 from qfleet.executors.classiq import ClassiqExecutor  # noqa: E402
 from qfleet.jobs import JobStatus  # noqa: E402
+from everyday import CASES, check_case  # noqa: E402
 from standins.classiq_server import PREFIX, Running  # noqa: E402
 
 TOKEN = "classiq-test-token-8c1f"
@@ -146,19 +147,61 @@ def test_executor_runs_tapes(standin):
     meta = ex.execute([exact, tape]).metadata
     assert meta.backend == "classiq:Classiq/simulator" and len(meta.job_ids) == 1 + 2
 
-    with pytest.raises(qf.UnsupportedCircuitError, match="only expval exactly"):
-        ex.run_circuit_sync(qml.tape.QuantumScript([qml.H(0)], [qml.probs(wires=0)]))
-    with pytest.raises(qf.UnsupportedCircuitError, match="sample"):
-        ex.run_circuit_sync(qml.tape.QuantumScript([qml.H(0)], [qml.sample(wires=0)], shots=10))
+    # exact probs and var: observed Z strings / the observable and its square
+    probs, var = ex.run_circuit_sync(qml.tape.QuantumScript(
+        [qml.RY(0.7, 0)], [qml.probs(wires=0), qml.var(qml.X(0))]))
+    np.testing.assert_allclose(probs, [math.cos(0.35) ** 2, math.sin(0.35) ** 2], atol=1e-12)
+    assert var == pytest.approx(1 - math.sin(0.7) ** 2, abs=1e-12)
+    # probs in an observable's eigenbasis; a circuit without gates
+    px = ex.run_circuit_sync(qml.tape.QuantumScript([qml.RY(0.7, 0)], [qml.probs(op=qml.X(0))]))
+    np.testing.assert_allclose(px, [(1 + math.sin(0.7)) / 2, (1 - math.sin(0.7)) / 2], atol=1e-12)
+    assert ex.run_circuit_sync(qml.tape.QuantumScript([], [qml.expval(qml.X(0))])) == pytest.approx(0)
+    with pytest.raises(qf.UnsupportedCircuitError, match="sample.. without shots"):
+        ex.run_circuit_sync(qml.tape.QuantumScript([qml.H(0)], [qml.sample(wires=0)]))
+    # per-shot samples come from Classiq's counts (shuffled by the sampling plan)
+    samples = ex.run_circuit_sync(qml.tape.QuantumScript([qml.X(0)], [qml.sample(wires=0)], shots=10))
+    assert samples.shape == (10, 1) and set(samples.ravel().tolist()) == {1}  # as default.qubit
     hardware = executor(standin, backend_preferences="ibm/ibm_torino")
-    assert not hardware.capabilities.analytic
-    with pytest.raises(qf.UnsupportedCircuitError, match="needs shots"):
-        hardware.run_circuit_sync(exact)
+    assert not hardware.capabilities.analytic and hardware.capabilities.default_shots == 2048
+    assert executor(standin, backend_preferences="ibm/ibm_torino",
+                    num_shots=100).capabilities.default_shots == 100
     # num_shots: tapes without shots are sampled
     sampled = executor(standin, num_shots=3000, random_seed=2).run_circuit_sync(
         qml.tape.QuantumScript([qml.RX(1.0, 0)], [qml.probs(wires=0)])
     )
     assert abs(sampled[1] - p1(1.0)) < tol(p1(1.0), 3000)
+
+
+EVERYDAY_SHOTS = 4000
+
+
+@pytest.mark.parametrize("shots", [EVERYDAY_SHOTS, None], ids=["shots", "exact"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_everyday_circuits_match_default_qubit(standin, name, shots):
+    check_case(name, executor(standin, random_seed=17), shots=shots)
+
+
+def test_bit_order_is_the_tapes_wire_order(standin):
+    tape = qml.tape.QuantumScript([qml.X("b"), qml.X("c")],
+                                  [qml.probs(wires=["a", "b", "c"]), qml.counts(wires=["c", "a"])],
+                                  shots=50)
+    probs, counts = executor(standin).run_circuit_sync(tape)
+    assert probs[0b011] == 1 and counts == {"10": 50}
+    exact = executor(standin).run_circuit_sync(tape.copy(shots=None, measurements=[
+        qml.probs(wires=["c", "a", "b"])]))
+    np.testing.assert_allclose(exact, np.eye(8)[0b101], atol=1e-12)
+
+
+def test_broadcast_tape_runs_one_classiq_job_per_parameter_set(standin):
+    ex = executor(standin, random_seed=3)
+    tape = qml.tape.QuantumScript([qml.RX(np.array([0.1, 0.9, 2.1]), 0), qml.CNOT([0, 1])],
+                                  [qml.expval(qml.Z(1)), qml.probs(wires=[0, 1])])
+    result = ex.execute([tape, tape.copy(shots=2000)])
+    assert len(result.metadata.job_ids) == 6
+    (z_exact, p_exact), (z_sampled, p_sampled) = result
+    assert p_exact.shape == p_sampled.shape == (3, 4)
+    np.testing.assert_allclose(z_exact, np.cos([0.1, 0.9, 2.1]), atol=1e-12)
+    np.testing.assert_allclose(z_sampled, np.cos([0.1, 0.9, 2.1]), atol=5 / math.sqrt(2000))
 
 
 def test_qelectron_on_classiq(standin):

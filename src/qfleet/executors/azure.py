@@ -1,20 +1,22 @@
 """AzureExecutor: Azure Quantum targets through the azure-quantum SDK (3.13).
 
-Tapes go to Azure Quantum as text circuits, one Azure job per circuit:
+Tapes go to Azure Quantum as text circuits, one Azure job per circuit of the batch's
+sampling plan (:class:`qfleet.sampling.SamplingPlan`: broadcasting expanded, mid-circuit
+measurements deferred, observables diagonalized, gates decomposed into the target's):
 
 - Quantinuum targets (``quantinuum.*``): OpenQASM 2 (``honeywell.openqasm.v1``); results are
-  per-shot bitstrings per classical register (register bit 0 rightmost), so every sampling
-  measurement, shot vectors and ``qml.sample`` come back exactly as sampled.
+  per-shot bitstrings per classical register (register bit 0 rightmost), handed to the plan
+  as :class:`~qfleet.sampling.Samples`, so shot vectors and ``qml.sample`` come back exactly
+  as sampled.
 - IonQ targets (``ionq.*``): IonQ's JSON circuit (``ionq.circuit.v1``, :mod:`qfleet.circuits.ionq`);
   results are a histogram of probabilities. The simulator's exact probabilities are sampled to
   ``shots`` counts (as hardware would, and as the SDK's own qiskit backend does); hardware
-  histograms (counts / shots) are turned back into the counts.
+  histograms (counts / shots) are turned back into the counts (:class:`~qfleet.sampling.Counts`).
 
-Tapes are split into computational-basis circuits by the shared
-:func:`qfleet.circuits.sampling_tapes` and their output turned into PennyLane results by the
-shared post-processing (:mod:`qfleet.circuits.results`), on the caller's thread. Everything
-the SDK does is blocking I/O; it runs in threads (``asyncio.to_thread``): submission (storage
-SAS URI, input blob upload, job creation), polling, result download, cancellation.
+Azure Quantum only samples: tapes without shots run with ``DEFAULT_SHOTS`` (the plan warns
+once). Everything the SDK does is blocking I/O; it runs in threads (``asyncio.to_thread``):
+submission (storage SAS URI, input blob upload, job creation), polling, result download,
+cancellation.
 
 Authentication (the first that is set): ``credentials`` (a service principal), a workspace
 ``connection_string`` (API key), else azure-identity's standard credential chain
@@ -38,9 +40,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Callable
 
+import numpy as np
 from pennylane.tape import QuantumScript
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from qfleet.circuits.ionq import IONQ_GATES
+from qfleet.circuits.qasm import QASM2_GATES
 from qfleet.errors import ConfigError, ExecutorError, QFleetError
 from qfleet.executors.base import (
     SAMPLING_MEASUREMENTS,
@@ -49,6 +54,7 @@ from qfleet.executors.base import (
     Capabilities,
     QuantumExecutor,
 )
+from qfleet.sampling import Counts, RawOutput, Samples
 
 __all__ = [
     "AzureAuthenticationError",
@@ -67,6 +73,8 @@ _API_KEY = re.compile(r"ApiKey=([^;]+)", re.IGNORECASE)
 _KNOWN_AUTHORITIES = {"login.microsoftonline.com", "login.chinacloudapi.cn",
                       "login.microsoftonline.us"}
 _TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
+#: Shots for tapes without any (Azure Quantum's own default for IonQ and Quantinuum targets).
+DEFAULT_SHOTS = 500
 #: Seconds a workspace's target list (``providerStatus``) is reused before it is asked again.
 TARGET_STATUS_TTL = 60.0
 
@@ -334,18 +342,10 @@ class _Circuit:
 
 
 @dataclasses.dataclass(frozen=True)
-class _TapePlan:
-    circuits: tuple[int, ...]
-    split: tuple[QuantumScript, ...]
-    postprocess: Callable
-
-
-@dataclasses.dataclass(frozen=True)
 class _Payload:
     target: str
     format: TargetFormat | None
     circuits: tuple[_Circuit, ...]
-    plans: tuple[_TapePlan, ...]
 
 
 @dataclasses.dataclass
@@ -354,14 +354,6 @@ class _Job:
     ids: tuple[str, ...]
     conn: _Connection
     sdk_jobs: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class _TapeOutput:
-    """Raw output for one tape: per circuit, Quantinuum's shot strings or IonQ's histogram."""
-
-    plan: _TapePlan
-    data: tuple
 
 
 #: Fire-and-forget cleanup tasks (kept referenced until done).
@@ -458,10 +450,14 @@ class AzureExecutor(QuantumExecutor):
 
     @property
     def capabilities(self) -> Capabilities:
+        fmt = target_format(self.backend_name)
         return Capabilities(
             analytic=False,
             max_wires=TARGET_QUBITS.get(self.backend_name),
             measurements=SAMPLING_MEASUREMENTS,
+            native_gates=IONQ_GATES if fmt is not None and fmt.circuit == "ionq" else QASM2_GATES,
+            mid_circuit_measurements=False,
+            default_shots=DEFAULT_SHOTS,
         )
 
     def _client_secret(self) -> str | None:
@@ -521,65 +517,48 @@ class AzureExecutor(QuantumExecutor):
 
     # -- phase 1: caller's thread ------------------------------------------------------------
 
-    def translate(self, tapes: tuple[QuantumScript, ...]) -> _Payload:
-        from qfleet.circuits import sampling_tapes, to_openqasm2
+    def translate(self, circuits: tuple[QuantumScript, ...]) -> _Payload:
+        """The plan's circuits (native gates, measuring all their wires) as Azure input."""
+        from qfleet.circuits import to_openqasm2
         from qfleet.circuits.ionq import to_ionq_circuit
 
         fmt = target_format(self.backend_name)
-        circuits: list[_Circuit] = []
-        plans: list[_TapePlan] = []
-        for tape in tapes:
-            split, postprocess = sampling_tapes([tape])
-            first = len(circuits)
-            for part in split:
-                if fmt is None:
-                    data = None  # _start names the targets this executor can use
-                elif fmt.circuit == "openqasm2":
-                    data = to_openqasm2(part)
-                else:
-                    data = to_ionq_circuit(part)
-                circuits.append(_Circuit(data, part.shots.total_shots, len(part.wires)))
-            plans.append(_TapePlan(tuple(range(first, len(circuits))), tuple(split), postprocess))
-        return _Payload(self.backend_name, fmt, tuple(circuits), tuple(plans))
+        out: list[_Circuit] = []
+        for circuit in circuits:
+            if fmt is None:
+                data = None  # _start names the targets this executor can use
+            elif fmt.circuit == "openqasm2":
+                data = to_openqasm2(circuit)
+            else:
+                data = to_ionq_circuit(circuit)
+            out.append(_Circuit(data, circuit.shots.total_shots, len(circuit.wires)))
+        return _Payload(self.backend_name, fmt, tuple(out))
 
-    def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
-        import numpy as np
-        import pennylane as qml
-
-        from qfleet.circuits import result_from_counts, result_from_samples, samples_from_counts
+    def decode(self, circuits: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[RawOutput]:
+        """Quantinuum shot strings -> Samples; IonQ histograms -> Counts."""
         from qfleet.circuits.ionq import counts_from_probabilities, histogram_bitstrings
 
         rng = np.random.default_rng(self.seed)
         exact = ".simulator" in self.backend_name.lower()
-        results = []
-        for output in raw:
-            plan = output.plan
-            parts = []
-            for part, data in zip(plan.split, output.data, strict=True):
-                n = len(part.wires)
-                shots = part.shots.total_shots
-                if isinstance(data, list):  # Quantinuum: one string per shot, c[0] rightmost
-                    if len(data) != shots or any(len(s) != n for s in data):
-                        raise ExecutorError(
-                            f"{self.backend_name} returned {len(data)} shots of "
-                            f"{len(data[0]) if data else 0} bits for {shots} shots of {n} bits",
-                            executor=self.label,
-                        )
-                    samples = np.array([[int(b) for b in reversed(s)] for s in data],
-                                       dtype=np.int64).reshape(shots, n)
-                    parts.append(result_from_samples(part, samples))
-                    continue
+        outputs: list[RawOutput] = []
+        for circuit, data in zip(circuits, raw, strict=True):
+            n = len(circuit.wires)
+            shots = circuit.shots.total_shots
+            if isinstance(data, list):  # Quantinuum: one string per shot, c[0] rightmost
+                if len(data) != shots or any(len(s) != n for s in data):
+                    raise ExecutorError(
+                        f"{self.backend_name} returned {len(data)} shots of "
+                        f"{len(data[0]) if data else 0} bits for {shots} shots of {n} bits",
+                        executor=self.label,
+                    )
+                samples = np.array([[int(b) for b in reversed(s)] for s in data],
+                                   dtype=np.int64).reshape(shots, n)
+                outputs.append(Samples(samples))
+            else:  # IonQ: probabilities keyed by basis-state index
                 probabilities = histogram_bitstrings(data, n)
-                counts = counts_from_probabilities(probabilities, shots, sample=exact, rng=rng)
-                per_shot = part.shots.has_partitioned_shots or any(
-                    isinstance(mp, qml.measurements.SampleMP) for mp in part.measurements
-                )
-                if per_shot:
-                    parts.append(result_from_samples(part, samples_from_counts(counts, n, rng)))
-                else:
-                    parts.append(result_from_counts(part, counts))
-            results.append(plan.postprocess(tuple(parts))[0])
-        return results
+                outputs.append(Counts(counts_from_probabilities(probabilities, shots,
+                                                                sample=exact, rng=rng)))
+        return outputs
 
     # -- phase 2: event loop (the SDK in threads) --------------------------------------------
 
@@ -717,6 +696,7 @@ class AzureExecutor(QuantumExecutor):
             num_circuits=prepared.num_circuits,
             submitted_at=time.time(),
             job_ids=tuple(job_ids),
+            num_outputs=prepared.num_outputs,
             job=self._attach(prepared.payload, job_ids),
             started=time.perf_counter(),
             prepared=prepared,
@@ -790,7 +770,8 @@ class AzureExecutor(QuantumExecutor):
             executor=self.label, job_id=job_id, code=code,
         )
 
-    async def _collect(self, job: _Job) -> list[_TapeOutput]:
+    async def _collect(self, job: _Job) -> list[Any]:
+        """One raw output per circuit: Quantinuum's shot strings or IonQ's histogram."""
         waits = [asyncio.ensure_future(self._wait_one(job, i)) for i in range(len(job.ids))]
         try:
             outputs = await asyncio.gather(*waits)
@@ -803,10 +784,7 @@ class AzureExecutor(QuantumExecutor):
                 wait.cancel()
             await asyncio.shield(self._cancel(job))  # one job failed: stop the others
             raise
-        return [
-            _TapeOutput(plan, tuple(outputs[i] for i in plan.circuits))
-            for plan in job.payload.plans
-        ]
+        return list(outputs)
 
     def _cancel_one(self, job: _Job, job_id: str) -> None:
         try:

@@ -126,7 +126,7 @@ class BatchHandle(BaseModel):
     num_circuits: int
     submitted_at: float
     job_ids: tuple[str, ...] = ()
-    num_outputs: int = Field(default=0, repr=False)
+    num_outputs: int | None = Field(default=None, repr=False)
     """Raw outputs expected from the backend (one per planned circuit)."""
     job: Any = Field(default=None, repr=False, exclude=True)
     prepared: Any = Field(default=None, repr=False, exclude=True)
@@ -430,7 +430,7 @@ class QuantumExecutor(BaseModel):
                 handle.limits_held = False
         if isinstance(results, BatchResult):
             return results  # a delegating executor (a cluster) passes its member's output on
-        expected = handle.num_outputs or handle.num_circuits
+        expected = handle.num_circuits if handle.num_outputs is None else handle.num_outputs
         if len(results) != expected:
             raise ExecutorError(
                 f"backend returned {len(results)} results for {expected} circuits",

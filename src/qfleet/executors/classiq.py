@@ -1,13 +1,16 @@
 """ClassiqExecutor: runs tapes on Classiq's execution service through the classiq SDK.
 
-Each circuit goes to the SDK's ``ExecutionSession`` as OpenQASM 2 (DESIGN.md "Classiq"):
+Each circuit of the batch's sampling plan (:class:`qfleet.sampling.SamplingPlan`:
+broadcasting expanded, mid-circuit measurements deferred, gates decomposed into OpenQASM 2's)
+goes to the SDK's ``ExecutionSession`` as OpenQASM 2 (DESIGN.md "Classiq"):
 
-- tapes with shots are split into computational-basis circuits
-  (:func:`qfleet.circuits.sampling_tapes`) and sampled (``submit_sample``); Classiq's counts
-  come back through the shared counts -> PennyLane post-processing;
-- tapes without shots (exact) may only measure ``expval`` of Pauli sums: they are observed
-  on the state vector (``submit_observe(..., estimate=False)``), which Classiq offers on its
-  simulators only (``capabilities.analytic``).
+- circuits with shots measure all their wires and are sampled (``submit_sample``); Classiq's
+  counts go back to the plan as :class:`~qfleet.sampling.Counts`;
+- circuits without shots (exact; Classiq's simulators only, ``capabilities.analytic``) are
+  observed on the state vector (``submit_observe(..., estimate=False)``): ``expval`` of any
+  observable (as a Pauli sum), ``var`` (from the observable and its square) and ``probs``
+  (from the Z strings of its wires) come back as :class:`~qfleet.sampling.Values`.
+  Hardware only samples: tapes without shots run with ``num_shots`` or ``DEFAULT_SHOTS``.
 
 One Classiq job per circuit; their ids are the batch's job ids, so a job in the qfleet job
 store whose process died is re-attached by id (``_attach``) instead of being run again.
@@ -28,14 +31,15 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import pennylane as qml
-from pennylane.measurements import Shots
+import numpy as np
+from pennylane.measurements import ExpectationMP, ProbabilityMP, Shots, VarianceMP
 from pennylane.tape import QuantumScript
 from pydantic import Field, SecretStr, field_validator
 
 from qfleet.circuits.qasm import QASM2_GATES, to_openqasm2
-from qfleet.circuits.results import result_from_counts, sampling_tapes
 from qfleet.errors import ConfigError, ExecutorError, UnsupportedCircuitError
-from qfleet.executors.base import Capabilities, QuantumExecutor
+from qfleet.executors.base import SAMPLING_MEASUREMENTS, Capabilities, QuantumExecutor
+from qfleet.sampling import Counts, RawOutput, Values
 
 #: Provider names as classiq's ``Provider`` enum spells them, by the short names its
 #: "provider/backend" specifiers use.
@@ -47,6 +51,11 @@ PROVIDERS = {
 }
 SIMULATORS = {"simulator", "simulator_statevector", "nvidia_simulator", "nvidia_simulator_statevector"}
 
+#: Shots of tapes without any on hardware, when ``num_shots`` is not set (Classiq's default).
+DEFAULT_SHOTS = 2048
+#: Most wires of an exact ``probs`` (it observes 2**wires Z strings).
+MAX_EXACT_PROBS_WIRES = 10
+
 Transpilation = Literal["none", "decompose", "auto optimize", "light", "medium", "intensive", "custom"]
 
 
@@ -55,14 +64,22 @@ class _Circuit:
     qasm: str
     kind: str  # "sample" | "observe"
     shots: int | None = None
-    observables: tuple = ()  # per measurement: ((coefficient, ((index, "X"), ...)), ...)
+    observables: tuple = ()  # per observable: ((coefficient, ((index, "X"), ...)), ...)
     num_qubits: int = 0
+    recipe: tuple = ()  # per measurement, how its value comes from the observed values
 
 
 @dataclasses.dataclass(frozen=True)
 class _Payload:
     circuits: tuple[_Circuit, ...]
-    plan: tuple[int, ...]  # circuits per tape
+
+
+@dataclasses.dataclass(frozen=True)
+class _Observed:
+    """Raw output of an exact circuit: the observed values and how they make its result."""
+
+    values: tuple[float, ...]
+    recipe: tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +169,8 @@ class ClassiqExecutor(QuantumExecutor):
     "provider/backend" string such as "classiq/simulator" or "ibm/ibm_torino"."""
     num_shots: int | None = Field(default=None, gt=0)
     """Shots for tapes that have none (Classiq's ExecutionPreferences.num_shots). None: such
-    tapes run exactly (expval only, Classiq simulators only)."""
+    tapes run exactly on Classiq's simulators (expval, var, probs), with ``DEFAULT_SHOTS``
+    on hardware."""
     token: SecretStr | None = None
     """A Classiq access token; None: the SDK's own credentials."""
     host: str | None = None
@@ -207,7 +225,14 @@ class ClassiqExecutor(QuantumExecutor):
     @property
     def capabilities(self) -> Capabilities:
         exact = self._provider == "Classiq" and self._backend_name in SIMULATORS
-        return Capabilities(analytic=exact, measurements=frozenset({"expval", "var", "probs", "counts"}))
+        return Capabilities(
+            analytic=exact,
+            measurements=SAMPLING_MEASUREMENTS,
+            exact_measurements=frozenset({"expval", "var", "probs"}),
+            native_gates=QASM2_GATES,
+            mid_circuit_measurements=False,
+            default_shots=None if exact else (self.num_shots or DEFAULT_SHOTS),
+        )
 
     # -- caller's thread -----------------------------------------------------------------
 
@@ -218,46 +243,28 @@ class ClassiqExecutor(QuantumExecutor):
         shots = Shots(self.num_shots)
         return tuple(t if t.shots else t.copy(shots=shots) for t in tapes)
 
-    def check(self, tapes: Sequence[QuantumScript]) -> None:
-        super().check(tapes)
-        for tape in tapes:
-            if tape.shots:
-                continue
-            bad = [m for m in tape.measurements if not isinstance(m, qml.measurements.ExpectationMP)]
-            if bad:
-                raise UnsupportedCircuitError(
-                    f"{self.label} computes only expval exactly (Classiq's statevector "
-                    f"observe); {bad[0]} needs shots: set shots on the QNode or num_shots"
-                )
-
-    def translate(self, tapes: tuple[QuantumScript, ...]) -> _Payload:
-        circuits: list[_Circuit] = []
-        plan: list[int] = []
-        for tape in tapes:
-            if tape.shots:
-                split, _ = sampling_tapes([tape])
-                for sub in split:
-                    circuits.append(_Circuit(to_openqasm2(sub), "sample", sub.shots.total_shots))
-                plan.append(len(split))
+    def translate(self, circuits: tuple[QuantumScript, ...]) -> _Payload:
+        """The plan's circuits as OpenQASM 2: sampled ones measure all their wires, exact
+        ones are observed (their measurements as Pauli sums, qubit i = circuit.wires[i])."""
+        out: list[_Circuit] = []
+        for circuit in circuits:
+            if circuit.shots:
+                out.append(_Circuit(to_openqasm2(circuit), "sample", circuit.shots.total_shots))
             else:
-                observables = tuple(_pauli_terms(m.obs, tape.wires) for m in tape.measurements)
-                circuits.append(
-                    _Circuit(_unmeasured_qasm(tape), "observe", None, observables, len(tape.wires))
-                )
-                plan.append(1)
-        return _Payload(tuple(circuits), tuple(plan))
+                observables, recipe = _exact_observables(circuit)
+                out.append(_Circuit(_unmeasured_qasm(circuit), "observe", None, observables,
+                                    len(circuit.wires), recipe))
+        return _Payload(tuple(out))
 
-    def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
-        results = []
-        for tape, entries in zip(tapes, raw):
-            if tape.shots:
-                split, recombine = sampling_tapes([tape])
-                parts = [result_from_counts(sub, counts) for sub, counts in zip(split, entries)]
-                results.append(recombine(parts)[0])
+    def decode(self, circuits: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[RawOutput]:
+        """Sampled circuits: Classiq's counts (first wire first); exact ones: their values."""
+        outputs: list[RawOutput] = []
+        for circuit, data in zip(circuits, raw, strict=True):
+            if isinstance(data, _Observed):
+                outputs.append(Values(_assemble(data)))
             else:
-                values = [float(v) for v in entries]
-                results.append(values[0] if len(values) == 1 else tuple(values))
-        return results
+                outputs.append(Counts(data))
+        return outputs
 
     # -- event loop (SDK calls run in worker threads) ------------------------------------
 
@@ -340,7 +347,7 @@ class ClassiqExecutor(QuantumExecutor):
         with self._sdk():
             return [str(ExecutionJob.from_id(i).status) for i in ids]
 
-    def _fetch(self, job: _Job) -> list[list[Any]]:
+    def _fetch(self, job: _Job) -> list[Any]:
         from classiq import ExecutionJob
 
         outputs: list[Any] = []
@@ -354,20 +361,18 @@ class ClassiqExecutor(QuantumExecutor):
                     raise ExecutorError(f"Classiq job {job_id} was cancelled", executor=self.label)
                 if circuit.kind == "sample":
                     details = remote.get_sample_result()
+                    # qubit 0 (circuit.wires[0]) leftmost, as Counts lists them
                     counts = details.counts_by_qubit_order(lsb_right=False)
                     outputs.append({str(k): int(v) for k, v in counts.items()})
                 elif len(circuit.observables) > 1:
-                    outputs.append([r.value for r in remote.get_batch_estimate_result()])
+                    values = tuple(float(r.value) for r in remote.get_batch_estimate_result())
+                    outputs.append(_Observed(values, circuit.recipe))
                 else:
-                    outputs.append([remote.get_estimate_result().value])
-        grouped, position = [], 0
-        for count in job.payload.plan:
-            chunk = outputs[position : position + count]
-            grouped.append(chunk if job.payload.circuits[position].kind == "sample" else chunk[0])
-            position += count
-        return grouped
+                    values = (float(remote.get_estimate_result().value),)
+                    outputs.append(_Observed(values, circuit.recipe))
+        return outputs
 
-    async def _collect(self, job: _Job) -> list[list[Any]]:
+    async def _collect(self, job: _Job) -> list[Any]:
         delay = 0.05
         pending = list(job.ids)
         while pending:
@@ -415,23 +420,109 @@ def _reveal(value: Any) -> Any:
     return value
 
 
-def _pauli_terms(observable: Any, wires: Any) -> tuple:
-    """((coefficient, ((index, "X"|"Y"|"Z"), ...)), ...) with index = position in ``wires``."""
+def _sentence(observable: Any) -> Any:
+    """``observable`` as a PauliSentence (Pauli words directly, else through its matrix)."""
+    rep = getattr(observable, "pauli_rep", None)
+    if rep is not None:
+        return rep
     try:
-        sentence = qml.pauli.pauli_sentence(observable)
+        matrix = qml.matrix(observable, wire_order=observable.wires)
+        return qml.pauli_decompose(matrix, wire_order=observable.wires, pauli=True)
     except Exception as exc:  # noqa: BLE001 - PennyLane raises several types
         raise UnsupportedCircuitError(
-            f"{observable} is not a sum of Pauli words; Classiq's exact observe needs one "
-            f"(or run with shots)"
+            f"{observable} has no matrix to write as a sum of Pauli words for Classiq's exact "
+            f"observe; run with shots"
         ) from exc
+
+
+def _pauli_terms(sentence: Any, wires: Any, observable: Any = None) -> tuple:
+    """((coefficient, ((index, "X"|"Y"|"Z"), ...)), ...) with index = position in ``wires``."""
     position = {w: i for i, w in enumerate(wires)}
     terms = []
     for word, coeff in sentence.items():
         coeff = complex(coeff)
         if abs(coeff.imag) > 1e-12:
-            raise UnsupportedCircuitError(f"{observable} has a complex coefficient; it must be Hermitian")
+            raise UnsupportedCircuitError(
+                f"{observable if observable is not None else sentence} has a complex "
+                f"coefficient; it must be Hermitian"
+            )
+        if abs(coeff.real) < 1e-15:
+            continue
         terms.append((coeff.real, tuple(sorted((position[w], p) for w, p in word.items()))))
-    return tuple(terms)
+    return tuple(terms) or ((0.0, ()),)
+
+
+def _exact_observables(circuit: QuantumScript) -> tuple[tuple, tuple]:
+    """The Pauli sums to observe for an exact circuit, and per measurement how its value is
+    made of theirs: ("expval", i), ("var", i, j) or ("probs", first, number of wires)."""
+    observables: list[tuple] = []
+    recipe: list[tuple] = []
+
+    def add(terms: tuple) -> int:
+        observables.append(terms)
+        return len(observables) - 1
+
+    for mp in circuit.measurements:
+        if getattr(mp, "mv", None) is not None and not isinstance(mp, ProbabilityMP):
+            raise UnsupportedCircuitError(
+                f"{mp} of a mid-circuit measurement needs shots on Classiq; set shots"
+            )
+        if isinstance(mp, ProbabilityMP):
+            wires = list(mp.wires) or list(circuit.wires)
+            if len(wires) > MAX_EXACT_PROBS_WIRES:
+                raise UnsupportedCircuitError(
+                    f"exact probs of {len(wires)} wires on Classiq observes 2**{len(wires)} "
+                    f"Pauli strings (at most {MAX_EXACT_PROBS_WIRES} wires); set shots"
+                )
+            position = {w: i for i, w in enumerate(circuit.wires)}
+            k = len(wires)
+            first = len(observables)
+            # probs(op=obs): the Z strings of obs's eigenbasis, U^dagger Z_S U
+            rotation = None if mp.obs is None else qml.matrix(
+                QuantumScript(mp.obs.diagonalizing_gates()), wire_order=wires)
+            for mask in range(2**k):  # Z on wires[j] where bit k-1-j of mask is set
+                z_wires = [wires[j] for j in range(k) if (mask >> (k - 1 - j)) & 1]
+                if rotation is None:
+                    add(((1.0, tuple(sorted((position[w], "Z") for w in z_wires))),))
+                    continue
+                z = qml.matrix(qml.prod(*[qml.Z(w) for w in z_wires]) if z_wires
+                               else qml.Identity(wires[0]), wire_order=wires)
+                rotated = qml.pauli_decompose(rotation.conj().T @ z @ rotation,
+                                              wire_order=wires, pauli=True)
+                add(_pauli_terms(rotated, circuit.wires, mp.obs))
+            recipe.append(("probs", first, k))
+        elif isinstance(mp, ExpectationMP) and mp.obs is not None:
+            recipe.append(("expval", add(_pauli_terms(_sentence(mp.obs), circuit.wires, mp.obs))))
+        elif isinstance(mp, VarianceMP) and mp.obs is not None:
+            sentence = _sentence(mp.obs)
+            i = add(_pauli_terms(sentence, circuit.wires, mp.obs))
+            j = add(_pauli_terms(sentence @ sentence, circuit.wires, mp.obs))
+            recipe.append(("var", i, j))
+        else:
+            raise UnsupportedCircuitError(
+                f"Classiq computes expval, var and probs exactly; {mp} needs shots: set shots "
+                f"on the QNode or num_shots"
+            )
+    return tuple(observables), tuple(recipe)
+
+
+def _assemble(observed: _Observed) -> Any:
+    """An exact circuit's result in PennyLane's structure from its observed values."""
+    values = observed.values
+    results: list[Any] = []
+    for entry in observed.recipe:
+        if entry[0] == "expval":
+            results.append(np.float64(values[entry[1]]))
+        elif entry[0] == "var":
+            results.append(np.float64(values[entry[2]] - values[entry[1]] ** 2))
+        else:  # probs: Walsh-Hadamard transform of the Z-string expectations
+            _, first, k = entry
+            t = np.array(values[first : first + 2**k], dtype=float).reshape([2] * k or [1])
+            for axis in range(k):  # H on every bit: entries (-1)**popcount(b & mask)
+                a, b = t.take(0, axis=axis), t.take(1, axis=axis)
+                t = np.stack([a + b, a - b], axis=axis)
+            results.append(np.clip(t.ravel() / 2**k, 0.0, 1.0))
+    return results[0] if len(results) == 1 else tuple(results)
 
 
 def _classiq_observable(terms: tuple, num_qubits: int) -> Any:
@@ -454,6 +545,8 @@ def _unmeasured_qasm(tape: QuantumScript) -> str:
         QuantumScript(tape.operations), gate_set=QASM2_GATES | {"GlobalPhase"}
     )
     operations = [op for op in decomposed.operations if not isinstance(op, qml.GlobalPhase)]
+    if not operations:  # to_openqasm writes no register for an empty circuit
+        operations = [qml.Identity(w) for w in tape.wires]
     return qml.to_openqasm(
         QuantumScript(operations), wires=tape.wires, rotations=False, measure_all=False
     )

@@ -695,6 +695,7 @@ class ExecutionJob:
                 handle = BatchHandle(
                     executor=runner.label,
                     num_circuits=prepared.num_circuits,
+                    num_outputs=prepared.num_outputs,
                     submitted_at=row.get("started_at") or time.time(),
                     job_ids=tuple(job_ids),
                     job=attach(prepared.payload, tuple(job_ids)),
