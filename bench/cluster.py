@@ -26,10 +26,10 @@ from qfleet.runtime import get_dispatcher
 class NullExecutor(QuantumExecutor):
     """Returns 0.0 per tape at once: what is left is qfleet's own cost."""
 
-    async def _start(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
+    async def submit(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
         return len(payload), ()
 
-    async def _collect(self, job: int) -> Sequence[Any]:
+    async def collect(self, job: int) -> Sequence[Any]:
         return (0.0,) * job
 
 

@@ -112,13 +112,13 @@ class FlakyExecutor(QuantumExecutor):
         # Caller's thread: simulate here; the loop phases only wait.
         return self._poisoned(tapes), qml.execute(tapes, qml.device("default.qubit"))
 
-    async def _start(self, payload):
+    async def submit(self, payload):
         poisoned, results = payload
         if poisoned and self.where == "start":
             raise RuntimeError("backend rejected the job")
         return payload, ("job-1",)
 
-    async def _collect(self, job):
+    async def collect(self, job):
         poisoned, results = job
         await asyncio.sleep(self.delay)
         if poisoned and self.where == "collect":

@@ -236,7 +236,7 @@ def test_batch_submit_returns_once_the_jobs_exist_and_reattaches_by_id(server):
     assert len(server.jobs()) == 2  # nothing was submitted again
 
     with pytest.raises(ExecutorError, match="3 Azure job ids for 2 circuits"):
-        fresh.attach(tapes, [*handle.job_ids, "extra"])
+        fresh.reattach(tapes, [*handle.job_ids, "extra"])
 
 
 def test_cancel_cancels_the_azure_jobs(server):

@@ -36,7 +36,7 @@ class Scripted(LocalExecutor):
     def _outcomes(self) -> list[int]:
         return self._runtime.setdefault("count", [0])
 
-    async def _start(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
+    async def submit(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
         count = self._outcomes()
         outcome = self.fail[count[0]] if count[0] < len(self.fail) else self.then
         count[0] += 1
@@ -44,7 +44,7 @@ class Scripted(LocalExecutor):
             raise ExecutorError("no reply (dropped)", executor=self.label, transient=True)
         if outcome == "permanent":
             raise ExecutorError("invalid circuit: unknown gate", executor=self.label)
-        return await super()._start(payload)
+        return await super().submit(payload)
 
     @property
     def submissions(self) -> int:
@@ -54,13 +54,13 @@ class Scripted(LocalExecutor):
 class Cancellable(LocalExecutor):
     """Waits for ``latency`` and records whether the backend job was cancelled."""
 
-    async def _start(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
+    async def submit(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
         return asyncio.ensure_future(asyncio.sleep(self.latency, result=payload.results)), ("job-1",)
 
-    async def _collect(self, job: Any) -> Sequence[Any]:
+    async def collect(self, job: Any) -> Sequence[Any]:
         return await job
 
-    async def _cancel(self, job: Any) -> None:
+    async def cancel(self, job: Any) -> None:
         job.cancel()
         self.cancelled_event().set()
 

@@ -331,7 +331,7 @@ def test_executor_error_survives_pickling():
 
 
 class WrongCountExecutor(FlakyExecutor):
-    async def _collect(self, job):
+    async def collect(self, job):
         return list(job[1]) + [0.0]
 
 

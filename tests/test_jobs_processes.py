@@ -66,9 +66,9 @@ GATE = threading.Event()
 class GatedExecutor(qf.LocalExecutor):
     """Holds its batches until the test opens GATE."""
 
-    async def _collect(self, job):
+    async def collect(self, job):
         await asyncio.to_thread(GATE.wait, 60)
-        return await super()._collect(job)
+        return await super().collect(job)
 
 
 def test_from_id_across_processes():

@@ -447,7 +447,7 @@ def test_locked_job_store(home, monkeypatch):
 
 
 class ExplodingBackend(qf.LocalExecutor):
-    async def _collect(self, job):
+    async def collect(self, job):
         job.close()  # LocalExecutor's job is a coroutine (the latency sleep)
         raise RuntimeError("the backend exploded")
 

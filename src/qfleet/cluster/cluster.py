@@ -425,13 +425,13 @@ class QuantumCluster(QuantumExecutor):
         handle.executor = "+".join(dict.fromkeys(c.prepared.executor.label for c in prepared.payload))
         return handle
 
-    async def _start(self, payload: list[_Chunk]) -> tuple[Any, tuple[str, ...]]:
+    async def submit(self, payload: list[_Chunk]) -> tuple[Any, tuple[str, ...]]:
         return asyncio.ensure_future(self._run_chunks(payload)), ()
 
-    async def _collect(self, job: asyncio.Future) -> BatchResult:
+    async def collect(self, job: asyncio.Future) -> BatchResult:
         return await job
 
-    async def _cancel(self, job: asyncio.Future) -> None:
+    async def cancel(self, job: asyncio.Future) -> None:
         job.cancel()  # each member cancels or terminates its own backend work
         await asyncio.gather(job, return_exceptions=True)
 

@@ -636,7 +636,7 @@ class AzureExecutor(QuantumExecutor):
                       "num_qubits": str(circuit.num_wires)},
         )
 
-    async def _start(self, payload: _Payload) -> tuple[_Job, tuple[str, ...]]:
+    async def submit(self, payload: _Payload) -> tuple[_Job, tuple[str, ...]]:
         conn = self._connection()
         ids = tuple(str(uuid.uuid1()) for _ in payload.circuits)  # the SDK's own id scheme
         job = _Job(payload, ids, conn)
@@ -669,15 +669,15 @@ class AzureExecutor(QuantumExecutor):
             maybe = tuple(job_id for job_id, result in zip(job.ids, results)
                           if not isinstance(result, AzureAuthenticationError))
             if maybe:
-                await asyncio.shield(self._cancel(dataclasses.replace(job, ids=maybe)))
+                await asyncio.shield(self.cancel(dataclasses.replace(job, ids=maybe)))
             raise failures[0]
 
     def _cancel_later(self, job: _Job) -> None:
-        cleanup = asyncio.ensure_future(self._cancel(job))
+        cleanup = asyncio.ensure_future(self.cancel(job))
         _background.add(cleanup)
         cleanup.add_done_callback(_background.discard)
 
-    def _attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
+    def attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
         """The job for Azure job ids from an earlier submission of the same tapes."""
         if len(job_ids) != len(payload.circuits):
             raise ExecutorError(
@@ -686,30 +686,6 @@ class AzureExecutor(QuantumExecutor):
                 executor=self.label,
             )
         return _Job(payload, tuple(job_ids), self._connection())
-
-    def attach(self, tapes: Sequence[QuantumScript], job_ids: Sequence[str]) -> BatchHandle:
-        """A handle for jobs submitted earlier (``handle.job_ids`` or ``metadata.job_ids``
-        of the same tapes, e.g. from another process): ``await ex.batch_get_results(handle)``."""
-        prepared = self.prepare(tapes)
-        return BatchHandle(
-            executor=self.label,
-            num_circuits=prepared.num_circuits,
-            submitted_at=time.time(),
-            job_ids=tuple(job_ids),
-            num_outputs=prepared.num_outputs,
-            job=self._attach(prepared.payload, job_ids),
-            started=time.perf_counter(),
-            prepared=prepared,
-            owner=self,
-        )
-
-    def results_of(self, tapes: Sequence[QuantumScript], job_ids: Sequence[str]) -> BatchResult:
-        """Re-attach to the Azure jobs ``job_ids`` of ``tapes`` and return their results
-        (waits for them; synchronous)."""
-        from qfleet.runtime import get_dispatcher
-
-        handle = self.attach(tapes, job_ids)
-        return handle.prepared.complete(get_dispatcher().run(self._collect_raw(handle)))
 
     def _sdk_job(self, job: _Job, job_id: str) -> Any:
         """The SDK job with fresh details (blocking: one GET jobs/{id})."""
@@ -770,7 +746,7 @@ class AzureExecutor(QuantumExecutor):
             executor=self.label, job_id=job_id, code=code,
         )
 
-    async def _collect(self, job: _Job) -> list[Any]:
+    async def collect(self, job: _Job) -> list[Any]:
         """One raw output per circuit: Quantinuum's shot strings or IonQ's histogram."""
         waits = [asyncio.ensure_future(self._wait_one(job, i)) for i in range(len(job.ids))]
         try:
@@ -782,7 +758,7 @@ class AzureExecutor(QuantumExecutor):
         except BaseException:
             for wait in waits:
                 wait.cancel()
-            await asyncio.shield(self._cancel(job))  # one job failed: stop the others
+            await asyncio.shield(self.cancel(job))  # one job failed: stop the others
             raise
         return list(outputs)
 
@@ -794,7 +770,7 @@ class AzureExecutor(QuantumExecutor):
         except Exception:  # noqa: BLE001 - never created, already final, or the service is gone
             pass
 
-    async def _cancel(self, job: _Job) -> None:
+    async def cancel(self, job: _Job) -> None:
         await asyncio.gather(
             *(asyncio.to_thread(self._cancel_one, job, job_id) for job_id in job.ids)
         )

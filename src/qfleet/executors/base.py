@@ -6,8 +6,9 @@ An executor runs a batch of PennyLane tapes in three phases:
    for the backend's :class:`~qfleet.sampling.Capabilities` (one
    :class:`~qfleet.sampling.SamplingPlan` for every backend: broadcasting, mid-circuit
    measurements, diagonalization, native gates), ``translate`` the plan's circuits.
-2. on an event loop: ``_start`` (submit), ``_collect`` (wait, fetch one raw output per
-   circuit). Only I/O and waiting: PennyLane is not thread-safe, so no tape work here.
+2. on an event loop: ``submit`` (job ids once accepted), ``collect`` (wait, fetch one raw
+   output per circuit), ``cancel``; ``attach`` rebuilds a job from its ids after a crash.
+   Only I/O and waiting: PennyLane is not thread-safe, so no tape work here.
 3. on the caller's thread again: ``decode`` the raw output (Samples, Counts, State,
    Values) and let the plan turn it into PennyLane results.
 
@@ -341,22 +342,61 @@ class QuantumExecutor(BaseModel):
         return raw
 
     def decode(self, circuits: tuple[QuantumScript, ...], raw: Sequence[Any]) -> Sequence[RawOutput]:
-        """The backend's raw output (one entry per circuit, from ``_collect``) as
+        """The backend's raw output (one entry per circuit, from ``collect``) as
         Samples/Counts/State/Values; runs on the caller's thread. Default: as it is."""
         return raw
 
     # -- phase 2: event loop -------------------------------------------------------------
 
-    async def _start(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
+    # The backend contract: submit, collect, cancel, attach. The runner methods below
+    # (limits, timeouts, metadata, the sync bridge) call them; nothing else does.
+
+    async def submit(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
         """Submit ``payload``; return (job, job ids) once the backend has accepted it."""
-        raise NotImplementedError(f"{type(self).__name__} must implement _start")
+        raise NotImplementedError(f"{type(self).__name__} must implement submit")
 
-    async def _collect(self, job: Any) -> Sequence[Any]:
-        """Wait for ``job`` and return its raw output, one entry per planned circuit (see ``decode``)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement _collect")
+    async def collect(self, job: Any) -> Sequence[Any]:
+        """Wait for ``job``; its raw output, one entry per planned circuit (see ``decode``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement collect")
 
-    async def _cancel(self, job: Any) -> None:  # noqa: B027 - optional hook
+    async def cancel(self, job: Any) -> None:  # noqa: B027 - optional hook
         """Cancel ``job`` on the backend (default: nothing to cancel)."""
+
+    def attach(self, payload: Any, job_ids: Sequence[str]) -> Any:
+        """The job of an earlier submission of the same payload, from its backend job ids
+        (re-attach after a crash); backends that cannot re-attach leave this out."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-attach to backend jobs")
+
+    @property
+    def can_attach(self) -> bool:
+        """Whether jobs of this backend can be re-attached by id (see ``attach``)."""
+        return type(self).attach is not QuantumExecutor.attach
+
+    def reattach(
+        self, tapes: Sequence[QuantumScript], job_ids: Sequence[str], submitted_at: float | None = None
+    ) -> BatchHandle:
+        """A handle for backend jobs submitted earlier for the same tapes (``handle.job_ids``
+        or ``metadata.job_ids``, e.g. from another process that died):
+        ``await ex.batch_get_results(handle)``."""
+        prepared = self.prepare(tapes)
+        return BatchHandle.model_construct(
+            executor=self.label,
+            num_circuits=prepared.num_circuits,
+            submitted_at=submitted_at or time.time(),
+            job_ids=tuple(job_ids),
+            num_outputs=prepared.num_outputs,
+            job=self.attach(prepared.payload, job_ids),
+            started=time.perf_counter(),
+            limits_held=False,
+            prepared=prepared,
+            owner=self,
+        )
+
+    def results_of(self, tapes: Sequence[QuantumScript], job_ids: Sequence[str]) -> BatchResult:
+        """Re-attach to the backend jobs ``job_ids`` of ``tapes`` and return their results
+        (waits for them; synchronous)."""
+        handle = self.reattach(tapes, job_ids)
+        return handle.prepared.complete(get_dispatcher().run(self.collect_raw(handle)))
 
     def _limits(self) -> tuple[asyncio.Semaphore | None, Throttler | None]:
         # Loop-bound objects: one set per event loop, kept in the per-process cache.
@@ -380,7 +420,7 @@ class QuantumExecutor(BaseModel):
             if throttler is not None:
                 await throttler.acquire()
             submitted_at, started = time.time(), time.perf_counter()
-            job, job_ids = await self._guard(self._start(prepared.payload))
+            job, job_ids = await self._guard(self.submit(prepared.payload))
         except BaseException:
             if semaphore is not None:
                 semaphore.release()
@@ -403,17 +443,17 @@ class QuantumExecutor(BaseModel):
         """Wait for a submitted batch and return its results with metadata."""
         if handle.owner is not None and handle.owner is not self:
             return await handle.owner.batch_get_results(handle)
-        return handle.prepared.complete(await self._collect_raw(handle))
+        return handle.prepared.complete(await self.collect_raw(handle))
 
-    async def _collect_raw(self, handle: BatchHandle) -> BatchResult:
+    async def collect_raw(self, handle: BatchHandle) -> BatchResult:
         try:
-            collect = self._guard(self._collect(handle.job))
+            collect = self._guard(self.collect(handle.job))
             try:
                 results = await asyncio.wait_for(collect, self.batch_timeout)
             except ExecutorError:
                 raise  # the backend's own error (ExecutorTimeoutError is a TimeoutError too)
             except (asyncio.TimeoutError, TimeoutError) as exc:
-                await self._cancel(handle.job)
+                await self.cancel(handle.job)
                 raise ExecutorTimeoutError(
                     f"no results after {self.batch_timeout} s (timeout); raise the executor's "
                     f"timeout or check the backend",
@@ -421,7 +461,7 @@ class QuantumExecutor(BaseModel):
                     transient=True,
                 ) from exc
             except asyncio.CancelledError:
-                await asyncio.shield(self._cancel(handle.job))
+                await asyncio.shield(self.cancel(handle.job))
                 raise
         finally:
             if handle.limits_held:
@@ -450,7 +490,7 @@ class QuantumExecutor(BaseModel):
 
     async def run_raw(self, prepared: Prepared) -> BatchResult:
         """Submit a prepared batch and wait for its raw output (loop side only)."""
-        return await self._collect_raw(await self.submit_prepared(prepared))
+        return await self.collect_raw(await self.submit_prepared(prepared))
 
     async def run_prepared(self, prepared: Prepared) -> BatchResult:
         """Submit a prepared batch and wait for its results."""

@@ -305,7 +305,7 @@ class BraketLocalExecutor(QuantumExecutor):
             self._runtime["pool"] = pool
         return pool
 
-    async def _start(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
+    async def submit(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
         import asyncio
 
         programs, inline = payload
@@ -317,10 +317,10 @@ class BraketLocalExecutor(QuantumExecutor):
         )
         return work, ()
 
-    async def _collect(self, job: Any) -> list[Any]:
+    async def collect(self, job: Any) -> list[Any]:
         return list(await job)  # one Samples/State per planned circuit
 
-    async def _cancel(self, job: Any) -> None:
+    async def cancel(self, job: Any) -> None:
         if hasattr(job, "cancel"):
             job.cancel()
         elif hasattr(job, "close"):

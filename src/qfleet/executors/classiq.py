@@ -328,11 +328,11 @@ class ClassiqExecutor(QuantumExecutor):
             raise
         return tuple(ids)
 
-    async def _start(self, payload: _Payload) -> tuple[_Job, tuple[str, ...]]:
+    async def submit(self, payload: _Payload) -> tuple[_Job, tuple[str, ...]]:
         ids = await asyncio.to_thread(self._submit_all, payload)
         return _Job(ids, payload), ids
 
-    def _attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
+    def attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
         """The job for backend ids from an earlier submission of the same tapes."""
         if len(job_ids) != len(payload.circuits):
             raise ExecutorError(
@@ -372,7 +372,7 @@ class ClassiqExecutor(QuantumExecutor):
                     outputs.append(_Observed(values, circuit.recipe))
         return outputs
 
-    async def _collect(self, job: _Job) -> list[Any]:
+    async def collect(self, job: _Job) -> list[Any]:
         delay = 0.05
         pending = list(job.ids)
         while pending:
@@ -395,7 +395,7 @@ class ClassiqExecutor(QuantumExecutor):
                 except Exception:  # noqa: BLE001 - best effort
                     pass
 
-    async def _cancel(self, job: _Job) -> None:
+    async def cancel(self, job: _Job) -> None:
         await asyncio.to_thread(self._cancel_ids, job.ids)
 
 

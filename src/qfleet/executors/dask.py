@@ -324,7 +324,7 @@ class DaskExecutor(QuantumExecutor):
             raise
         return _Connection(client, cluster)
 
-    async def _start(self, payload: Any) -> tuple[_Job, tuple[str, ...]]:
+    async def submit(self, payload: Any) -> tuple[_Job, tuple[str, ...]]:
         blobs, batch_no = payload
         conn = await self._connection()
         client = conn.client
@@ -350,7 +350,7 @@ class DaskExecutor(QuantumExecutor):
             )
         return _Job(tuple(futures), client), tuple(f.key for f in futures)
 
-    async def _collect(self, job: _Job) -> Sequence[Any]:
+    async def collect(self, job: _Job) -> Sequence[Any]:
         gathering = asyncio.ensure_future(job.client.gather(list(job.futures)))
         try:
             # Shielded: a gather cancelled half-way orphans dask's helper tasks, which then
@@ -358,7 +358,7 @@ class DaskExecutor(QuantumExecutor):
             # let the gather end by itself.
             chunks = await asyncio.shield(gathering)
         except asyncio.CancelledError:
-            await self._cancel(job)
+            await self.cancel(job)
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(gathering, 10)
             raise
@@ -373,7 +373,7 @@ class DaskExecutor(QuantumExecutor):
             raise
         return [result for chunk in chunks for result in chunk]
 
-    async def _cancel(self, job: _Job) -> None:
+    async def cancel(self, job: _Job) -> None:
         try:
             await job.client.cancel(list(job.futures))
         except Exception as exc:  # the client may already be closed

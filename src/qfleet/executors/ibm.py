@@ -408,7 +408,7 @@ class QiskitExecutor(QuantumExecutor):
             job=job,
         )
 
-    async def _start(self, payload: _Work) -> tuple[Any, tuple[str, ...]]:
+    async def submit(self, payload: _Work) -> tuple[Any, tuple[str, ...]]:
         submitting = asyncio.ensure_future(asyncio.to_thread(self._submit, payload))
         try:
             with self._sdk_errors():
@@ -422,7 +422,7 @@ class QiskitExecutor(QuantumExecutor):
     def _cancel_when_submitted(self, submitting: asyncio.Future) -> None:
         if submitting.cancelled() or submitting.exception() is not None:
             return
-        cleanup = asyncio.ensure_future(self._cancel(submitting.result()))
+        cleanup = asyncio.ensure_future(self.cancel(submitting.result()))
         _background.add(cleanup)
         cleanup.add_done_callback(_background.discard)
 
@@ -471,7 +471,7 @@ class QiskitExecutor(QuantumExecutor):
             mode = reg.mode(account, self.backend, self.mode, self.max_time)
             return run(mode, options, pubs)
 
-    async def _collect(self, job: _Submission) -> list[tuple[Any, ...]]:
+    async def collect(self, job: _Submission) -> list[tuple[Any, ...]]:
         work = job.work
         try:
             per_job = await asyncio.gather(
@@ -480,7 +480,7 @@ class QiskitExecutor(QuantumExecutor):
         except asyncio.CancelledError:
             raise  # the base class cancels the jobs
         except BaseException:
-            await asyncio.shield(self._cancel(job))  # one job failed: stop the others
+            await asyncio.shield(self.cancel(job))  # one job failed: stop the others
             raise
         per_pub: dict[int, Any] = {}
         for indices, data in zip(work.jobs, per_job, strict=True):
@@ -518,7 +518,7 @@ class QiskitExecutor(QuantumExecutor):
         except Exception as exc:
             raise self._error(exc, job=job_id) from exc
 
-    async def _cancel(self, job: _Submission) -> None:
+    async def cancel(self, job: _Submission) -> None:
         for sdk_job in job.jobs:
             try:
                 if not await asyncio.to_thread(sdk_job.in_final_state):

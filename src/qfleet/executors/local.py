@@ -186,7 +186,7 @@ class LocalExecutor(QuantumExecutor):
             make_queuing_thread_safe()
         return tapes
 
-    async def _start(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
+    async def submit(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
         if self.parallel is None:
             return asyncio.sleep(self.latency, result=payload.results), ()
         loop = asyncio.get_running_loop()
@@ -202,7 +202,7 @@ class LocalExecutor(QuantumExecutor):
     def _run_on_worker_thread(self, tapes: tuple) -> tuple:
         return self._simulator().run(tapes)
 
-    async def _collect(self, job: Any) -> Sequence[Any]:
+    async def collect(self, job: Any) -> Sequence[Any]:
         results = await job
         if self.latency and self.parallel is not None:
             await asyncio.sleep(self.latency)

@@ -351,7 +351,7 @@ class Executor2300(QuantumExecutor):
                 )
             await asyncio.sleep(min(0.1, max(deadline - loop.time(), 0.0)))
 
-    async def _start(self, payload: _Payload) -> tuple[_Running, tuple[str, ...]]:
+    async def submit(self, payload: _Payload) -> tuple[_Running, tuple[str, ...]]:
         conn = self._connection()
         lock = _batch_lock(self.address)
         await lock.acquire()
@@ -452,10 +452,10 @@ class Executor2300(QuantumExecutor):
             lock.release()
             running.terminated.set()
 
-    async def _collect(self, job: _Running) -> list[tuple[CqasmProgram, Any]]:
+    async def collect(self, job: _Running) -> list[tuple[CqasmProgram, Any]]:
         return await job.task
 
-    async def _cancel(self, job: _Running) -> None:
+    async def cancel(self, job: _Running) -> None:
         if job.task is not None:
             job.task.cancel()
         # Wait (bounded) for terminate, so 2300 is unlocked when cancel returns.

@@ -10,7 +10,7 @@ Ownership: the submitting process owns a job (host, pid, process start time) unt
 final. When a process exits with jobs in flight it releases them; when it dies (``kill -9``)
 its jobs stay owned by a dead process. Either way, the next ``poll``/``result`` from any
 process takes the job over: it re-attaches by backend job id where the executor can
-(``_attach``, e.g. Classiq), else re-runs the stored circuits on a rebuilt executor.
+(``attach``: Classiq, Azure, IBM, ...), else re-runs the stored circuits on a rebuilt executor.
 """
 
 from __future__ import annotations
@@ -431,7 +431,7 @@ async def _drive(store: JobStore, job_id: str, owner: Owner, prepared: Any, post
                 active_only=True,
                 owner=owner,
             )
-        task = asyncio.ensure_future(executor._collect_raw(handle))
+        task = asyncio.ensure_future(executor.collect_raw(handle))
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=_HEARTBEAT_S)
@@ -681,29 +681,15 @@ class ExecutionJob:
 
     def _restart(self) -> _Run:
         """Re-attach by backend job id where the runner can, else re-run (caller's thread)."""
-        from qfleet.executors.base import BatchHandle
-
         row = self._row
         tapes = pickle.loads(row["tapes"])
         job_ids = json.loads(row["backend_job_ids"] or "[]")
         runner_spec = json.loads(row["runner"]) if row.get("runner") else None
         if job_ids and runner_spec is not None:
             runner = executor_from_spec(runner_spec)
-            attach = getattr(runner, "_attach", None)
-            if attach is not None:
-                prepared = runner.prepare(tapes)
-                handle = BatchHandle(
-                    executor=runner.label,
-                    num_circuits=prepared.num_circuits,
-                    num_outputs=prepared.num_outputs,
-                    submitted_at=row.get("started_at") or time.time(),
-                    job_ids=tuple(job_ids),
-                    job=attach(prepared.payload, tuple(job_ids)),
-                    started=time.perf_counter(),
-                    prepared=prepared,
-                    owner=runner,
-                )
-                return launch(self._store, self.id, prepared, self._post(), handle)
+            if runner.can_attach:
+                handle = runner.reattach(tapes, job_ids, submitted_at=row.get("started_at"))
+                return launch(self._store, self.id, handle.prepared, self._post(), handle)
         executor = executor_from_spec(json.loads(row["executor"]))
         prepared = executor.prepare(tapes)
         self._store.update(
@@ -825,13 +811,12 @@ class ExecutionJob:
             return
         with contextlib.suppress(Exception):
             runner = executor_from_spec(json.loads(row["runner"]))
-            attach = getattr(runner, "_attach", None)
-            if attach is None:
+            if not runner.can_attach:
                 return
             from qfleet.runtime import get_dispatcher
 
-            prepared = runner.prepare(pickle.loads(row["tapes"]))
-            get_dispatcher().run(runner._cancel(attach(prepared.payload, tuple(job_ids))), timeout=30)
+            handle = runner.reattach(pickle.loads(row["tapes"]), tuple(job_ids))
+            get_dispatcher().run(runner.cancel(handle.job), timeout=30)
 
     def rename(self, name: str) -> None:
         """Give the job a new name."""
