@@ -14,7 +14,6 @@ import pennylane as qml
 import pytest
 from pydantic import SecretStr
 
-import qfleet.executors
 from qfleet.cli import main
 from qfleet.executors import LocalExecutor
 
@@ -105,12 +104,10 @@ class TokenExecutor(LocalExecutor):
 
 
 def test_config_show_masks_secrets(isolated_config, monkeypatch, capsys):
-    original = qfleet.executors.executor_classes
-    monkeypatch.setattr(
-        qfleet.executors,
-        "executor_classes",
-        lambda: {**original(), "TokenExecutor": TokenExecutor},
-    )
+    from qfleet.config import registry
+
+    registry.executor_classes()  # entry points first, then the test's class
+    monkeypatch.setitem(registry._registered, "TokenExecutor", TokenExecutor)
     isolated_config.write_text('[executors.TokenExecutor]\ntoken = "abc-very-secret"\nseed = 2\n')
     assert main(["config", "show"]) == 0
     out = capsys.readouterr().out

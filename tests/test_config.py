@@ -11,7 +11,6 @@ import pytest
 from pydantic import SecretStr
 
 import qfleet as qf
-import qfleet.executors
 from qfleet.config import config_path, load_config, masked
 from qfleet.errors import ConfigError
 from qfleet.executors import LocalExecutor
@@ -205,12 +204,10 @@ class TokenExecutor(LocalExecutor):
 
 @pytest.fixture
 def with_token_executor(monkeypatch):
-    original = qfleet.executors.executor_classes
+    from qfleet.config import registry
 
-    def classes():
-        return {**original(), "TokenExecutor": TokenExecutor}
-
-    monkeypatch.setattr(qfleet.executors, "executor_classes", classes)
+    registry.executor_classes()  # entry points first, then the test's class
+    monkeypatch.setitem(registry._registered, "TokenExecutor", TokenExecutor)
 
 
 def test_secrets_are_masked(isolated_config, with_token_executor, monkeypatch):

@@ -15,7 +15,8 @@ from pennylane.tape import QuantumScript
 import qfleet as qf
 from qfleet.circuits.cqasm import to_cqasm3
 from qfleet.errors import ExecutorTimeoutError, UnsupportedCircuitError
-from qfleet.executors import Executor2300, LocalExecutor, QuantumCluster, executor_classes
+from qfleet.config import executor_classes
+from qfleet.executor import Executor2300, LocalExecutor, QuantumCluster
 from qfleet.sampling import ShotsWarning
 
 pytest_plugins = ["p2300_support"]  # the emulator fixtures

@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 
 #: public name -> (module, attribute in it; None: the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
-    "executor": ("qfleet.executors", None),
+    "executor": ("qfleet.executor", None),
     "LocalExecutor": ("qfleet.executors", "LocalExecutor"),
     "QuantumExecutor": ("qfleet.executors", "QuantumExecutor"),
     "QuantumCluster": ("qfleet.cluster", "QuantumCluster"),
@@ -64,7 +64,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from qfleet import executors as executor
+    from qfleet import executor
     from qfleet.cluster import QuantumCluster
     from qfleet.cluster import QuantumCluster as QCluster
     from qfleet.config import load_config

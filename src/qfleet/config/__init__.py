@@ -3,6 +3,7 @@
 Precedence: explicit argument > environment variable > config file > built-in default.
 """
 
+from qfleet.config.registry import executor_classes, register_executor
 from qfleet.config.loader import (
     QFleetConfig,
     config_path,
@@ -11,4 +12,12 @@ from qfleet.config.loader import (
     masked,
 )
 
-__all__ = ["QFleetConfig", "config_path", "executor_defaults", "load_config", "masked"]
+__all__ = [
+    "QFleetConfig",
+    "config_path",
+    "executor_classes",
+    "executor_defaults",
+    "load_config",
+    "masked",
+    "register_executor",
+]

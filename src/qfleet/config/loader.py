@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from qfleet.config.registry import executor_classes
 from qfleet.errors import ConfigError
 
 ENV_PREFIX = "QFLEET_"
@@ -63,12 +64,6 @@ def config_path() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(base) / "qfleet" / "config.toml"
-
-
-def _executor_classes() -> dict[str, type]:
-    from qfleet.executors import executor_classes
-
-    return executor_classes()
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -109,7 +104,7 @@ def _validate(data: dict[str, Any], path: Path | None) -> QFleetConfig:
             f"unknown key(s) {bad} in [qfleet]{where}; valid keys: "
             + ", ".join(sorted(GeneralSection.model_fields))
         )
-    classes = _executor_classes()
+    classes = executor_classes()
     executors = data.get("executors", {})
     if not isinstance(executors, dict):
         raise ConfigError(f"[executors]{where} must be a table of [executors.<ExecutorClass>]")
@@ -135,7 +130,7 @@ def _validate(data: dict[str, Any], path: Path | None) -> QFleetConfig:
 
 
 def _apply_env(config: QFleetConfig) -> QFleetConfig:
-    classes = _executor_classes()
+    classes = executor_classes()
     executors = {name: dict(values) for name, values in config.executors.items()}
     for key, raw in os.environ.items():
         if not key.startswith(ENV_PREFIX) or key == "QFLEET_CONFIG" or key == "QFLEET_HOME":
@@ -188,14 +183,14 @@ def load_config(path: str | os.PathLike | None = None) -> QFleetConfig:
 
 def executor_defaults(cls: type) -> dict[str, Any]:
     """Config-file and environment values for executor class ``cls``."""
-    if cls.__name__ not in _executor_classes():
+    if cls.__name__ not in executor_classes():
         return {}
     return load_config().executors.get(cls.__name__, {})
 
 
 def masked(config: QFleetConfig) -> dict[str, Any]:
     """The config as plain data with secrets shown as '**********'."""
-    classes = _executor_classes()
+    classes = executor_classes()
     out: dict[str, Any] = {"path": str(config.path) if config.path else None}
     out["qfleet"] = config.qfleet.model_dump()
     out["executors"] = {}

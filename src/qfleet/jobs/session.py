@@ -122,7 +122,8 @@ def resolve_executor(preferences: ExecutionPreferences, executor: Any = None) ->
     """The executor a session runs on, with the preferences' seed and transpilation applied
     to executors that have such fields."""
     from qfleet.cluster import QuantumCluster
-    from qfleet.executors import LocalExecutor, QuantumExecutor, executor_classes
+    from qfleet.config import executor_classes
+    from qfleet.executors import LocalExecutor, QuantumExecutor
 
     backend = executor if executor is not None else preferences.backend
     if backend is None:

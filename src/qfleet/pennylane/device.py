@@ -27,7 +27,8 @@ from pennylane.typing import PostprocessingFn
 from qfleet.cluster import QuantumCluster
 from qfleet.config import load_config
 from qfleet.errors import ConfigError
-from qfleet.executors import QuantumExecutor, RunMetadata, executor_classes
+from qfleet.config import executor_classes
+from qfleet.executors import QuantumExecutor, RunMetadata
 from qfleet.sampling import SHOTS_ONLY_MEASUREMENTS, measurement_kind
 
 ExecutorsLike = QuantumExecutor | Sequence[QuantumExecutor] | None
