@@ -523,3 +523,151 @@ def test_ionq_hardware_histogram_is_turned_back_into_its_counts(server):
     # hardware: probabilities are counts / shots; qfleet recovers exactly those counts
     want = {format(int(k), "02b")[::-1]: round(p * 777) for k, p in histogram.items()}
     assert {k: int(v) for k, v in counts.items()} == want and sum(counts.values()) == 777
+
+
+# -- kill -9, then re-attached by Azure job id ----------------------------------------------
+
+RY_QASM = (
+    'OPENQASM 3.0; include "stdgates.inc"; input float t; qubit[1] q; bit[1] c; '
+    "ry(t) q[0]; c = measure q;"
+)
+ANGLES = (0.7, 2.0)
+
+
+def _reference(kind: str, t: float) -> float:
+    """default.qubit's exact value: P(1) for sample jobs, <I + 2 Z + X> for estimate jobs."""
+
+    @qml.qnode(qml.device("default.qubit", wires=1))
+    def circuit():
+        qml.RY(t, 0)
+        if kind == "sample":
+            return qml.probs(wires=0)
+        return qml.expval(qml.Identity(0) + 2 * qml.Z(0) + qml.X(0))
+
+    out = circuit()
+    return float(out[1] if kind == "sample" else out)
+
+
+def _submit_then_kill(code: str, stack, *, expected_jobs: int) -> tuple[str, list[str]]:
+    """Run ``code`` (it prints {"id": <qfleet job id>}) in a child process, wait until the
+    stand-in holds its ``expected_jobs`` Azure jobs (waiting) and the job store has their
+    ids, then kill -9 the child. Returns (qfleet job id, backend job ids)."""
+    import signal
+    import subprocess
+    import sys
+
+    import qfleet as qf
+    from qfleet.jobs import JobStatus
+
+    victim = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = victim.stdout.readline()
+        assert line, victim.stderr.read()[-3000:] if victim.poll() is not None else "no output"
+        job_id = json.loads(line)["id"]
+        job = qf.ExecutionJob.from_id(job_id)
+        deadline = time.monotonic() + 120
+        while not job.backend_job_ids and time.monotonic() < deadline and victim.poll() is None:
+            time.sleep(0.1)
+            job._refresh()
+        remote_ids = job.backend_job_ids
+        assert len(remote_ids) == expected_jobs, (remote_ids, victim.poll())
+        assert job.status is JobStatus.RUNNING and job._row["owner_pid"] == victim.pid
+        held = {j["id"]: j["status"] for j in stack.jobs()}
+        assert all(held[i] == "Waiting" for i in remote_ids)  # accepted, not finished
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        victim.stdout.close()
+        victim.stderr.close()
+    return job_id, remote_ids
+
+
+@pytest.mark.parametrize("kind,target", [("sample", QUANTINUUM), ("estimate", IONQ)])
+def test_kill_9_then_reattached_by_azure_job_ids(server, kind, target, tmp_path, monkeypatch):
+    """A durable job whose process is killed after Azure accepted its jobs is taken over by
+    another process, which re-attaches to those jobs by id: nothing is submitted again.
+    ``estimate`` of I + 2Z + X is two circuits per parameter set (Z and X bases), one Azure
+    job each."""
+    import qfleet as qf
+    from qfleet.jobs import JobStatus
+
+    monkeypatch.setenv("QFLEET_HOME", str(tmp_path / "qfleet-home"))
+    monkeypatch.setenv("QFLEET_CONFIG", os.devnull)
+    server.control("faults", {"hold_jobs": True})  # the jobs stay waiting until the kill
+    shots = 3000
+    submit = ("es.submit_sample(sets)" if kind == "sample" else
+              "es.submit_estimate(qf.Pauli.I(0) + 2 * qf.Pauli.Z(0) + qf.Pauli.X(0), sets)")
+    code = f"""
+        import json, time
+        import qfleet as qf
+        from qfleet.executors import AzureCredential
+        cred = AzureCredential(tenant_id={server.TENANT!r}, client_id={server.CLIENT_ID!r},
+                               client_secret={server.CLIENT_SECRET!r},
+                               resource_id={server.resource_id!r})
+        ex = qf.executor.AzureExecutor(backend_name={target!r}, credentials=cred,
+                                       location="eastus", arm_endpoint={server.base!r},
+                                       authority={server.base!r}, seed=7)
+        es = qf.ExecutionSession({RY_QASM!r}, qf.ExecutionPreferences(num_shots={shots},
+                                                                       backend=ex))
+        sets = [{{"t": t}} for t in {ANGLES!r}]
+        job = {submit}
+        print(json.dumps({{"id": job.id}}), flush=True)
+        time.sleep(300)
+    """
+    per_set = 1 if kind == "sample" else 2
+    job_id, remote_ids = _submit_then_kill(code, server, expected_jobs=per_set * len(ANGLES))
+    assert sorted(j["id"] for j in server.jobs()) == sorted(remote_ids)
+
+    # This process takes the job over. The executor is rebuilt from the job store, which
+    # holds no secret: the service principal comes from this process's config file. (The
+    # whole credentials table, not only client_secret: the job store drops `credentials`
+    # altogether today, see test_job_store_spec_keeps_the_azure_credentials_but_the_secret.)
+    config = tmp_path / "config.toml"
+    config.write_text(textwrap.dedent(f"""
+        [executors.AzureExecutor.credentials]
+        tenant_id = "{server.TENANT}"
+        client_id = "{server.CLIENT_ID}"
+        client_secret = "{server.CLIENT_SECRET}"
+        resource_id = "{server.resource_id}"
+    """))
+    monkeypatch.setenv("QFLEET_CONFIG", str(config))
+    forget_workspaces()
+    server.control("faults", {"hold_jobs": False, "job_delay": 1.0})  # still running at attach
+    job = qf.ExecutionJob.from_id(job_id)
+    if kind == "sample":
+        results = job.get_batch_sample_result(timeout_sec=120)
+        got = [r.probability("1") for r in results]
+        assert [r.num_shots for r in results] == [shots] * len(ANGLES)
+    else:
+        results = job.get_batch_estimate_result(timeout_sec=120)
+        got = [r.value for r in results]
+    for value, t in zip(got, ANGLES, strict=True):
+        want = _reference(kind, t)
+        # ionq.simulator returns exact probabilities; Quantinuum's emulator samples
+        sigma = np.sqrt(0.25 / shots) if kind == "sample" else np.sqrt((4 + 1) / shots)
+        assert abs(value - want) < 5 * sigma, (value, want)
+
+    job = qf.ExecutionJob.from_id(job_id)
+    assert job.status is JobStatus.COMPLETED
+    assert job.attempts == 2 and job.backend_job_ids == remote_ids
+    after = server.jobs()
+    assert sorted(j["id"] for j in after) == sorted(remote_ids)  # no new Azure job
+    assert all(j["status"] == "Succeeded" for j in after)
+
+
+def test_job_store_spec_keeps_the_azure_credentials_but_the_secret(monkeypatch):
+    from qfleet.jobs.job import executor_from_spec, executor_spec
+
+    monkeypatch.setenv("QFLEET_CONFIG", os.devnull)
+    cred = AzureCredential(tenant_id="tenant-1", client_id="client-1", client_secret="s3cret",
+                           resource_id=RESOURCE_ID)
+    ex = AzureExecutor(backend_name=IONQ, credentials=cred, location="eastus")
+    spec = executor_spec(ex)
+    assert "s3cret" not in json.dumps(spec)
+    rebuilt = executor_from_spec(spec)
+    assert rebuilt.credentials is not None
+    assert (rebuilt.credentials.tenant_id, rebuilt.credentials.client_id,
+            rebuilt.credentials.resource_id) == ("tenant-1", "client-1", RESOURCE_ID)
+    assert rebuilt.credentials.client_secret is None

@@ -21,7 +21,8 @@ from qfleet.circuits.qiskit import (  # noqa: E402
     tape_to_circuit,
 )
 from qfleet.errors import ConfigError, ExecutorError  # noqa: E402
-from qfleet.executors import QiskitExecutor, executor_classes  # noqa: E402
+from qfleet.config import executor_classes  # noqa: E402
+from qfleet.executors import QiskitExecutor  # noqa: E402
 from qfleet.executors.ibm import IBMAuthenticationError  # noqa: E402
 from qfleet.executors.ibm_runtime import to_executor_error  # noqa: E402
 from standins.helpers import run_without_extra  # noqa: E402

@@ -23,7 +23,7 @@ from pennylane.tape import QuantumScript
 pytest.importorskip("qiskit_ibm_runtime")
 requests = pytest.importorskip("requests")
 
-from qfleet.errors import ExecutorTimeoutError  # noqa: E402
+from qfleet.errors import ExecutorError, ExecutorTimeoutError  # noqa: E402
 from qfleet.executors import QiskitExecutor  # noqa: E402
 from qfleet.executors.ibm import IBMAuthenticationError, IBMJobError, close_sessions  # noqa: E402
 from standins.helpers import X, assert_close, exact, qnode, wait_for  # noqa: E402
@@ -275,3 +275,173 @@ def test_sessions_close_at_interpreter_exit(standin):
     assert out.returncode == 0, out.stderr
     new = [s for s in standin.control("stats")["sessions"] if s["id"] not in before]
     assert len(new) == 1 and new[0]["state"] == "closed"
+
+
+# -- re-attaching by Runtime job id ------------------------------------------------------------
+
+RY_QASM = (
+    'OPENQASM 3.0; include "stdgates.inc"; input float t; qubit[1] q; bit[1] c; '
+    "ry(t) q[0]; c = measure q;"
+)
+ANGLES = (0.7, 2.0)
+
+
+def _reference(kind: str, t: float) -> float:
+    """default.qubit's exact value: P(1) for sample jobs, <I + 2 Z + X> for estimate jobs."""
+
+    @qml.qnode(qml.device("default.qubit", wires=1))
+    def circuit():
+        qml.RY(t, 0)
+        if kind == "sample":
+            return qml.probs(wires=0)
+        return qml.expval(qml.Identity(0) + 2 * qml.Z(0) + qml.X(0))
+
+    out = circuit()
+    return float(out[1] if kind == "sample" else out)
+
+
+def _submit_then_kill(code: str, stand_in: StandIn, *, expected_jobs: int) -> tuple[str, list[str]]:
+    """Run ``code`` (it prints {"id": <qfleet job id>}) in a child process, wait until the
+    stand-in holds its ``expected_jobs`` Runtime jobs (queued) and the job store has their
+    ids, then kill -9 the child. Returns (qfleet job id, backend job ids)."""
+    import json
+    import signal
+    import textwrap
+    import time
+
+    import qfleet as qf
+    from qfleet.jobs import JobStatus
+
+    victim = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = victim.stdout.readline()
+        assert line, victim.stderr.read()[-3000:] if victim.poll() is not None else "no output"
+        job_id = json.loads(line)["id"]
+        job = qf.ExecutionJob.from_id(job_id)
+        deadline = time.monotonic() + 120
+        while not job.backend_job_ids and time.monotonic() < deadline and victim.poll() is None:
+            time.sleep(0.1)
+            job._refresh()
+        remote_ids = job.backend_job_ids
+        assert len(remote_ids) == expected_jobs, (remote_ids, victim.poll())
+        assert job.status is JobStatus.RUNNING and job._row["owner_pid"] == victim.pid
+        held = {j["id"]: j["status"] for j in stand_in.jobs()}
+        assert all(held[i] == "Queued" for i in remote_ids)  # accepted, not finished
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        victim.stdout.close()
+        victim.stderr.close()
+    return job_id, remote_ids
+
+
+@pytest.mark.parametrize("kind", ["sample", "estimate"])
+def test_kill_9_then_reattached_by_runtime_job_ids(server, kind, tmp_path, monkeypatch):
+    """A durable job whose process is killed after IBM accepted its Runtime jobs is taken
+    over by another process, which re-attaches to those jobs by id: nothing is submitted
+    again. ``estimate`` of I + 2Z + X on the sampler is two plan circuits per tape (Z and X
+    bases); ``single_job=False`` makes one Runtime job per tape (parameter set)."""
+    import qfleet as qf
+    from qfleet.jobs import JobStatus
+
+    monkeypatch.setenv("QFLEET_HOME", str(tmp_path / "qfleet-home"))
+    monkeypatch.setenv("QFLEET_CONFIG", os.devnull)
+    server.control("faults", {"hold_jobs": True})  # the jobs stay queued until the kill
+    shots = 3000
+    submit = ("es.submit_sample(sets)" if kind == "sample" else
+              "es.submit_estimate(qf.Pauli.I(0) + 2 * qf.Pauli.Z(0) + qf.Pauli.X(0), sets)")
+    code = f"""
+        import json, time
+        import qfleet as qf
+        ex = qf.executor.QiskitExecutor(device="sampler", backend="ibm_manila", token={API_KEY!r},
+                                        url={server.url!r}, seed=17, single_job=False)
+        es = qf.ExecutionSession({RY_QASM!r}, qf.ExecutionPreferences(num_shots={shots},
+                                                                       backend=ex))
+        sets = [{{"t": t}} for t in {ANGLES!r}]
+        job = {submit}
+        print(json.dumps({{"id": job.id}}), flush=True)
+        time.sleep(300)
+    """
+    job_id, remote_ids = _submit_then_kill(code, server, expected_jobs=len(ANGLES))
+    before = server.jobs()
+    assert sorted(j["id"] for j in before) == sorted(remote_ids)
+    assert [j["num_pubs"] for j in before] == [1 if kind == "sample" else 2] * len(ANGLES)
+
+    # This process takes the job over. The executor is rebuilt from the job store, which
+    # holds no token: it comes from the environment, as in a fresh process.
+    monkeypatch.setenv("QFLEET_QISKITEXECUTOR_TOKEN", API_KEY)
+    server.control("faults", {"hold_jobs": False, "job_delay": 1.0})  # still running at attach
+    job = qf.ExecutionJob.from_id(job_id)
+    if kind == "sample":
+        results = job.get_batch_sample_result(timeout_sec=120)
+        got = [r.probability("1") for r in results]
+        assert [r.num_shots for r in results] == [shots] * len(ANGLES)
+    else:
+        results = job.get_batch_estimate_result(timeout_sec=120)
+        got = [r.value for r in results]
+    for value, t in zip(got, ANGLES, strict=True):
+        want = _reference(kind, t)
+        # P(1): binomial noise; I + 2Z + X: two independent bases, |2Z| and |X| <= 2 and 1
+        sigma = np.sqrt(0.25 / shots) if kind == "sample" else np.sqrt((4 + 1) / shots)
+        assert abs(value - want) < 5 * sigma, (value, want)
+
+    job = qf.ExecutionJob.from_id(job_id)
+    assert job.status is JobStatus.COMPLETED
+    assert job.attempts == 2 and job.backend_job_ids == remote_ids
+    after = server.jobs()
+    assert sorted(j["id"] for j in after) == sorted(remote_ids)  # no new Runtime job
+    assert all(j["status"] == "Completed" for j in after)
+    posts = [r for r in server.control("stats")["requests"]
+             if r[0] == "POST" and r[1] == "/api/v1/jobs"]
+    assert len(posts) == len(ANGLES)  # the victim's submissions only
+
+    if kind == "sample":  # exactly the Runtime jobs' own counts, in order
+        service = QiskitExecutor(device="sampler", backend="ibm_manila", url=server.url).service()
+        for result, remote_id in zip(results, remote_ids, strict=True):
+            counts = service.job(remote_id).result()[0].data.c.get_counts()
+            assert result.counts == counts
+
+
+def test_reattach_with_several_plan_circuits_and_runtime_jobs(server):
+    """One broadcast tape measuring Z and X on an estimator with a shot vector: 2 parameter
+    sets x 2 shot bins; the bins differ in precision, so they are two Runtime jobs. Another
+    executor re-attaches by those ids and gets the same results; nothing is submitted."""
+    tape = QuantumScript([qml.RY(np.array([0.3, 1.2]), 0)],
+                         [qml.expval(qml.Z(0)), qml.expval(qml.X(0))], shots=[400, 1600])
+    ex = server.executor(device="estimator")
+    first = ex.execute([tape])
+    assert len(first.metadata.job_ids) == 2
+    assert [j["num_pubs"] for j in server.jobs()] == [2, 2]
+
+    again = server.executor(device="estimator").results_of([tape], first.metadata.job_ids)
+    assert again.metadata.job_ids == first.metadata.job_ids
+    np.testing.assert_array_equal(np.asarray(again[0]), np.asarray(first[0]))
+    assert len(server.jobs()) == 2
+
+    # sampler: Z and X need two circuits (two PUBs), all in one Runtime job
+    tapes = [QuantumScript([qml.RY(0.8, 0)], [qml.expval(qml.Z(0)), qml.expval(qml.X(0))],
+                           shots=2000)]
+    sampler = server.executor()
+    first = sampler.execute(tapes)
+    [remote_id] = first.metadata.job_ids
+    assert server.jobs()[-1]["num_pubs"] == 2
+    again = server.executor().results_of(tapes, [remote_id])
+    np.testing.assert_array_equal(np.asarray(again[0]), np.asarray(first[0]))
+    assert abs(again[0][0] - np.cos(0.8)) < 5 / np.sqrt(2000)
+    assert len(server.jobs()) == 3
+
+    with pytest.raises(ExecutorError, match="2 Runtime job ids for 1 Runtime jobs"):
+        sampler.reattach(tapes, [remote_id, "extra"])
+    with pytest.raises(ExecutorError, match="d0000000000000000000"):
+        sampler.reattach(tapes, ["d0000000000000000000"])
+
+
+def test_local_testing_mode_cannot_reattach():
+    ex = QiskitExecutor(backend="aer_simulator")
+    remote = QiskitExecutor(device="sampler", backend="ibm_manila", token=API_KEY)
+    assert not ex.can_attach and remote.can_attach
+    tape = QuantumScript([qml.RX(0.3, 0)], [qml.expval(qml.Z(0))], shots=100)
+    with pytest.raises(ExecutorError, match=r"local testing mode.*cannot be re-attached"):
+        ex.reattach([tape], ["some-id"])

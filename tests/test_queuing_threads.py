@@ -105,3 +105,48 @@ def test_in_a_fresh_process():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "stress-ok" in done.stdout
+
+
+def test_failover_reprepares_on_the_callers_thread_without_patching_pennylane():
+    """A sync call whose first member fails transiently is re-prepared for the next member
+    on the thread that waits (not a worker thread), and PennyLane's queuing stays as it is."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import threading, numpy as np, pennylane as qml, qfleet as qf
+        from qfleet.errors import ExecutorError
+        from qfleet.executors import LocalExecutor
+        from qfleet.runtime import queuing
+
+        prepared_on = []
+
+        class Flaky(LocalExecutor):
+            def prepare(self, tapes):
+                prepared_on.append((self.label, threading.get_ident()))
+                return super().prepare(tapes)
+
+            async def submit(self, payload):
+                if self.label == "flaky":
+                    raise ExecutorError("connection lost", executor=self.label, transient=True)
+                return await super().submit(payload)
+
+        cluster = qf.QuantumCluster(
+            executors=[Flaky(name="flaky", latency=0.01), Flaky(name="good", latency=0.01)],
+            backoff=0.0,
+        )
+        tape = qml.tape.QuantumScript([qml.RX(0.4, 0)], [qml.expval(qml.Z(0))])
+        result = cluster.execute([tape])
+        assert abs(result[0] - np.cos(0.4)) < 1e-12, result
+        assert result.metadata.executor == "good", result.metadata
+        assert [label for label, _ in prepared_on] == ["flaky", "good"], prepared_on
+        assert {ident for _, ident in prepared_on} == {threading.get_ident()}, prepared_on
+        assert not queuing._installed
+        print("caller-thread-ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "caller-thread-ok" in done.stdout

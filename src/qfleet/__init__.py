@@ -64,19 +64,22 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from qfleet import executor
-    from qfleet.cluster import QuantumCluster
-    from qfleet.cluster import QuantumCluster as QCluster
-    from qfleet.config import load_config
-    from qfleet.executors import LocalExecutor, QuantumExecutor
-    from qfleet.jobs import (
-        ExecutionJob,
-        ExecutionPreferences,
-        ExecutionSession,
-        Pauli,
-        get_execution_jobs,
-    )
-    from qfleet.pennylane import QElectron, QFleetDevice, QFuture, qelectron
+    # What _LAZY loads, for type checkers and IDEs; ``X as X`` marks each as a re-export.
+    from qfleet import executor as executor
+    from qfleet.cluster import QuantumCluster as QCluster  # noqa: F401 - Covalent's name, in _LAZY
+    from qfleet.cluster import QuantumCluster as QuantumCluster
+    from qfleet.config import load_config as load_config
+    from qfleet.executors import LocalExecutor as LocalExecutor
+    from qfleet.executors import QuantumExecutor as QuantumExecutor
+    from qfleet.jobs import ExecutionJob as ExecutionJob
+    from qfleet.jobs import ExecutionPreferences as ExecutionPreferences
+    from qfleet.jobs import ExecutionSession as ExecutionSession
+    from qfleet.jobs import Pauli as Pauli
+    from qfleet.jobs import get_execution_jobs as get_execution_jobs
+    from qfleet.pennylane import QElectron as QElectron
+    from qfleet.pennylane import QFleetDevice as QFleetDevice
+    from qfleet.pennylane import QFuture as QFuture
+    from qfleet.pennylane import qelectron as qelectron
 
 __all__ = [
     "ConfigError",

@@ -11,4 +11,11 @@ from qfleet.circuits.results import (
     sampling_tapes,
 )
 
-__all__ = ["QASM2_GATES", "to_openqasm2", "result_from_counts", "result_from_samples", "samples_from_counts", "sampling_tapes"]
+__all__ = [
+    "QASM2_GATES",
+    "result_from_counts",
+    "result_from_samples",
+    "samples_from_counts",
+    "sampling_tapes",
+    "to_openqasm2",
+]

@@ -355,7 +355,7 @@ def to_cqasm3(
         raise UnsupportedCircuitError(
             f"the circuit needs {size} qubits but the target has {target.nqubits}"
         )
-    index = dict(zip(wires, qubits))
+    index = dict(zip(wires, qubits, strict=True))
     lines = ["version 3.0", "", f"qubit[{size}] q", f"bit[{size}] b", ""]
     for name, params, op_wires in _cqasm_ops(tape):
         instr: Instr = (name, params, tuple(index[w] for w in op_wires))

@@ -129,4 +129,4 @@ def counts_from_probabilities(
     else:
         drawn = np.rint(p * shots).astype(np.int64)
         drawn[int(np.argmax(p))] += shots - int(drawn.sum())  # rounding residue
-    return {k: int(n) for k, n in zip(keys, drawn) if n > 0}
+    return {k: int(n) for k, n in zip(keys, drawn, strict=True) if n > 0}

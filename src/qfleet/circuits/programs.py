@@ -88,7 +88,7 @@ class BoundCircuit:
     def bitstring(self, measured: str) -> str:
         """The program's bitstring for a sample of ``measured_wires`` (first wire first)."""
         bits = ["0"] * self.num_bits
-        for position, bit in zip(self.bit_positions, measured):
+        for position, bit in zip(self.bit_positions, measured, strict=True):
             bits[position] = bit
         text = "".join(bits)
         return text[::-1] if self.bit_order == LSB_RIGHT else text
@@ -283,7 +283,7 @@ def operations_from_qiskit(circuit: Any) -> tuple[list[Operator], list[tuple[int
                 raise UnsupportedCircuitError(
                     f"instruction {name!r} has no PennyLane equivalent and no definition"
                 )
-            inner = dict(zip(definition.qubits, qubits))
+            inner = dict(zip(definition.qubits, qubits, strict=True))
             visit(definition.data, inner)
 
     visit(circuit.data, qubit_index)
@@ -345,7 +345,7 @@ class QiskitProgram(Program):
                 from qiskit import qasm3
 
                 self._source = qasm3.dumps(self.circuit)
-            except Exception:  # noqa: BLE001 - display only
+            except Exception:  # display only
                 self._source = str(self.circuit)
         return self._source
 
@@ -372,8 +372,11 @@ _QASM2_HEADER = re.compile(r"^(\s|//[^\n]*\n|/\*.*?\*/)*OPENQASM\s+2(\.\d+)?\s*;
 # Names stdgates.inc (and the OpenQASM 3 built-ins) define; an input with one of these names
 # clashes in qiskit's importer.
 _QASM3_GATE_NAMES = frozenset(
-    "p x y z h s sdg t tdg sx rx ry rz cx cy cz cp crx cry crz ch swap ccx cswap cu CX "
-    "phase cphase id u1 u2 u3 U gphase pi π tau τ euler ℇ".split()
+    [
+        "p", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx", "rx", "ry", "rz", "cx", "cy",
+        "cz", "cp", "crx", "cry", "crz", "ch", "swap", "ccx", "cswap", "cu", "CX", "phase",
+        "cphase", "id", "u1", "u2", "u3", "U", "gphase", "pi", "π", "tau", "τ", "euler", "ℇ",
+    ]
 )
 
 
@@ -391,7 +394,7 @@ def _load_qasm3(text: str) -> QiskitProgram:
     if openqasm3 is not None:
         try:
             tree = openqasm3.parse(text)
-        except Exception as exc:  # noqa: BLE001 - the parser raises several types
+        except Exception as exc:  # the parser raises several types
             raise ProgramError(f"invalid OpenQASM 3: {exc}") from exc
         inputs = [
             s.identifier.name for s in tree.statements
@@ -413,7 +416,7 @@ def _load_qasm3(text: str) -> QiskitProgram:
             renamed = {new: old for old, new in clashes.items()}
     try:
         circuit = qasm3.loads(text)
-    except Exception as exc:  # noqa: BLE001 - QASM3ImporterError and parser errors
+    except Exception as exc:  # QASM3ImporterError and parser errors
         raise ProgramError(f"cannot read OpenQASM 3 program: {exc}") from exc
     return QiskitProgram(circuit, renamed=renamed, source=source, kind="openqasm3")
 
@@ -423,7 +426,7 @@ def _load_qasm2(text: str) -> QiskitProgram:
 
     try:
         circuit = qasm2.loads(text, custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
-    except Exception as exc:  # noqa: BLE001 - QASM2ParseError
+    except Exception as exc:  # QASM2ParseError
         raise ProgramError(f"cannot read OpenQASM 2 program: {exc}") from exc
     return QiskitProgram(circuit, source=text, kind="openqasm2")
 
@@ -475,7 +478,8 @@ class PennyLaneProgram(Program):
         try:
             return inspect.getsource(self.func)
         except (OSError, TypeError):
-            return f"{getattr(self.func, '__module__', '?')}.{getattr(self.func, '__qualname__', self.func)}"
+            module = getattr(self.func, "__module__", "?")
+            return f"{module}.{getattr(self.func, '__qualname__', self.func)}"
 
     def bind(self, values: Mapping[str, Any] | None = None) -> BoundCircuit:
         values = self.check_parameters(values)

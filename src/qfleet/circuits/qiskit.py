@@ -88,7 +88,7 @@ def observable_to_sparse_pauli(observable: Any, wires: Wires) -> SparsePauliOp:
         coeff = complex(coeff)
         if abs(coeff.imag) > 1e-12:
             raise UnsupportedCircuitError(f"{observable} is not Hermitian (complex coefficient)")
-        terms.append(("".join(word.values()), [index[w] for w in word.keys()], coeff.real))
+        terms.append(("".join(word.values()), [index[w] for w in word], coeff.real))
     if not terms:
         terms.append(("", [], 0.0))
     return SparsePauliOp.from_sparse_list(terms, num_qubits=len(wires))

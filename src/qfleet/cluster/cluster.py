@@ -11,12 +11,14 @@ for ``breaker_cooldown`` seconds, then probed with one batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Literal
 
 from pennylane.tape import QuantumScript
@@ -24,9 +26,17 @@ from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_valid
 
 from qfleet.cluster.selectors import SELECTORS, SelectorFn
 from qfleet.errors import ExecutorError, QFleetError, UnsupportedCircuitError
-from qfleet.executors.base import BatchHandle, BatchResult, Capabilities, Prepared, QuantumExecutor, RunMetadata
+from qfleet.executors.base import (
+    BatchHandle,
+    BatchResult,
+    Capabilities,
+    Prepared,
+    QuantumExecutor,
+    RunMetadata,
+)
+from qfleet.runtime import get_dispatcher
+from qfleet.runtime.caller import on_caller_thread
 from qfleet.runtime.progress import BatchProgress
-from qfleet.runtime.queuing import make_queuing_thread_safe
 
 #: Weight of the newest latency in the exponentially weighted mean.
 EWMA_WEIGHT = 0.3
@@ -157,7 +167,7 @@ class QuantumCluster(QuantumExecutor):
     @property
     def _select(self) -> SelectorFn:
         # Through __pydantic_private__: pydantic's private-attribute __getattr__ is slow.
-        return self.__pydantic_private__["_selector_fn"]
+        return self.__pydantic_private__["_selector_fn"]  # type: ignore[index]  # pydantic: Optional
 
     @property
     def _late_binding(self) -> bool:
@@ -332,7 +342,7 @@ class QuantumCluster(QuantumExecutor):
     def select(
         self,
         tapes: Sequence[QuantumScript],
-        exclude: set[int] = frozenset(),
+        exclude: AbstractSet[int] = frozenset(),
         capable: frozenset[int] | None = None,
     ) -> QuantumExecutor:
         """The executor that will run ``tapes`` (``exclude``: member indices to avoid;
@@ -350,7 +360,12 @@ class QuantumCluster(QuantumExecutor):
         members = self._candidates(set(), capable)
         stats = self._stats()
         free = [
-            max((m.max_concurrent or 1) - stats[self._index(m)].in_flight - stats[self._index(m)].queued, 0)
+            max(
+                (m.max_concurrent or 1)
+                - stats[self._index(m)].in_flight
+                - stats[self._index(m)].queued,
+                0,
+            )
             for m in members
         ]
         if not any(free):
@@ -380,10 +395,6 @@ class QuantumCluster(QuantumExecutor):
             parts = self._split(tapes, capable)
         else:
             parts = [(self.select(tapes, capable=capable), tapes)]
-        if len(self.executors) > 1:
-            # Failover and late binding re-prepare a batch for another member on a worker
-            # thread: make PennyLane's recording contexts per thread first.
-            make_queuing_thread_safe()
         chunks: list[_Chunk] = []
         for member, part in parts:
             # Count the batch as in flight from the moment it is routed, so load-aware
@@ -422,7 +433,9 @@ class QuantumCluster(QuantumExecutor):
     async def submit_prepared(self, prepared: Prepared) -> BatchHandle:
         handle = await super().submit_prepared(prepared)
         # Name the member(s) the batch was routed to (failover may move it later).
-        handle.executor = "+".join(dict.fromkeys(c.prepared.executor.label for c in prepared.payload))
+        handle.executor = "+".join(
+            dict.fromkeys(c.prepared.executor.label for c in prepared.payload)
+        )
         return handle
 
     async def submit(self, payload: list[_Chunk]) -> tuple[Any, tuple[str, ...]]:
@@ -473,10 +486,10 @@ class QuantumCluster(QuantumExecutor):
             self._slots().notify(1)
 
     async def _prepare_elsewhere(self, target: QuantumExecutor, chunk: _Chunk) -> _Chunk:
-        # Tape work off the caller's thread: safe with thread-local queuing (see prepare).
-        return _Chunk(
-            chunk.tapes, await asyncio.to_thread(target.prepare, chunk.tapes), chunk.capable
-        )
+        # Tape work: on the thread that waits for this batch (PennyLane is not thread-safe).
+        background = asyncio.get_running_loop() is get_dispatcher().loop
+        prepared = await on_caller_thread(target.prepare, chunk.tapes, background_loop=background)
+        return _Chunk(chunk.tapes, prepared, chunk.capable)
 
     async def _bind(self, chunk: _Chunk) -> _Chunk:
         """Start ``chunk`` on a member. Load-aware selectors bind late: the batch waits
@@ -497,10 +510,9 @@ class QuantumCluster(QuantumExecutor):
                     free = [i for i in pool if stats[i].in_flight < self._capacity(i)]
                 if free:
                     break
-                try:  # a breaker's cooldown ending frees no slot: look again now and then
+                # a breaker's cooldown ending frees no slot: look again now and then
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._slots().wait(), BIND_RECHECK)
-                except TimeoutError:
-                    pass
             target = (
                 routed_to
                 if routed_to in free
@@ -515,7 +527,9 @@ class QuantumCluster(QuantumExecutor):
             self._cancelled(target)
             raise
 
-    async def _run_chunk(self, chunk: _Chunk, progress: BatchProgress) -> tuple[_Chunk, BatchResult]:
+    async def _run_chunk(
+        self, chunk: _Chunk, progress: BatchProgress
+    ) -> tuple[_Chunk, BatchResult]:
         chunk = await self._bind(chunk)
         tried: set[int] = set()
         for attempt in range(self.retries + 1):

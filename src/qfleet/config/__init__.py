@@ -3,7 +3,6 @@
 Precedence: explicit argument > environment variable > config file > built-in default.
 """
 
-from qfleet.config.registry import executor_classes, register_executor
 from qfleet.config.loader import (
     QFleetConfig,
     config_path,
@@ -11,6 +10,7 @@ from qfleet.config.loader import (
     load_config,
     masked,
 )
+from qfleet.config.registry import executor_classes, register_executor
 
 __all__ = [
     "QFleetConfig",

@@ -143,7 +143,11 @@ def _apply_env(config: QFleetConfig) -> QFleetConfig:
                 if field not in cls.model_fields or field == "name":
                     raise ConfigError(
                         f"environment variable {key} names no field of {name}; valid: "
-                        + ", ".join(f"{ENV_PREFIX}{prefix}{f.upper()}" for f in sorted(cls.model_fields) if f != "name")
+                        + ", ".join(
+                            f"{ENV_PREFIX}{prefix}{f.upper()}"
+                            for f in sorted(cls.model_fields)
+                            if f != "name"
+                        )
                     )
                 executors.setdefault(name, {})[field] = _env_value(raw)
     return config.model_copy(update={"executors": executors})

@@ -3,6 +3,7 @@
 The user-facing namespace (with the cluster and Covalent's names) is :mod:`qfleet.executor`.
 """
 
+from qfleet.executors.azure import AzureCredential, AzureExecutor  # azure is imported lazily
 from qfleet.executors.base import (
     BatchHandle,
     BatchResult,
@@ -11,14 +12,12 @@ from qfleet.executors.base import (
     QuantumExecutor,
     RunMetadata,
 )
-from qfleet.executors.local import LocalExecutor
-from qfleet.executors.ibm import QiskitExecutor  # qiskit itself is imported lazily
-from qfleet.executors.qutech import Executor2300  # pyzmq is imported lazily
+from qfleet.executors.braket import BraketLocalExecutor  # braket is imported lazily
 from qfleet.executors.classiq import ClassiqExecutor  # classiq is imported lazily
 from qfleet.executors.dask import DaskExecutor  # distributed is imported lazily
-from qfleet.executors.braket import BraketLocalExecutor  # braket is imported lazily
-from qfleet.executors.azure import AzureCredential, AzureExecutor  # azure is imported lazily
-
+from qfleet.executors.ibm import QiskitExecutor  # qiskit itself is imported lazily
+from qfleet.executors.local import LocalExecutor
+from qfleet.executors.qutech import Executor2300  # pyzmq is imported lazily
 
 __all__ = [
     "AzureCredential",

@@ -30,6 +30,7 @@ azure-quantum is imported only when a batch runs (extra ``qfleet[azure]``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -37,8 +38,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from pennylane.tape import QuantumScript
@@ -49,8 +50,6 @@ from qfleet.circuits.qasm import QASM2_GATES
 from qfleet.errors import ConfigError, ExecutorError, QFleetError
 from qfleet.executors.base import (
     SAMPLING_MEASUREMENTS,
-    BatchHandle,
-    BatchResult,
     Capabilities,
     QuantumExecutor,
 )
@@ -303,10 +302,8 @@ class _Registry:
             ws = self.workspaces.pop(conn, None)
             self.targets.pop(conn, None)
         if ws is not None and close:
-            try:
+            with contextlib.suppress(Exception):  # already broken; nothing left to release
                 ws.close()
-            except Exception:  # noqa: BLE001 - already broken; nothing left to release
-                pass
 
 
 _registry: _Registry | None = None
@@ -461,7 +458,11 @@ class AzureExecutor(QuantumExecutor):
         )
 
     def _client_secret(self) -> str | None:
-        return self.secret("credentials", "client_secret") or os.environ.get("AZURE_CLIENT_SECRET") or None
+        return (
+            self.secret("credentials", "client_secret")
+            or os.environ.get("AZURE_CLIENT_SECRET")
+            or None
+        )
 
     def _connection_string(self) -> str | None:
         if self.connection_string is None and self.credentials is not None:
@@ -656,17 +657,17 @@ class AzureExecutor(QuantumExecutor):
         results = await asyncio.gather(
             *(self._sdk(conn, self._submit_one, target, c, job_id, i, len(circuits),
                         job_id=job_id)
-              for i, (c, job_id) in enumerate(zip(circuits, job.ids))),
+              for i, (c, job_id) in enumerate(zip(circuits, job.ids, strict=True))),
             return_exceptions=True,
         )
         failures = [r for r in results if isinstance(r, BaseException)]
-        for job_id, result in zip(job.ids, results):
+        for job_id, result in zip(job.ids, results, strict=True):
             if not isinstance(result, BaseException):
                 job.sdk_jobs[job_id] = result
         if failures:
             # All or nothing: cancel what was (or may have been) created. A rejected sign-in
             # created nothing, and signing in again to cancel would only fail again.
-            maybe = tuple(job_id for job_id, result in zip(job.ids, results)
+            maybe = tuple(job_id for job_id, result in zip(job.ids, results, strict=True)
                           if not isinstance(result, AzureAuthenticationError))
             if maybe:
                 await asyncio.shield(self.cancel(dataclasses.replace(job, ids=maybe)))
@@ -767,7 +768,7 @@ class AzureExecutor(QuantumExecutor):
             sdk_job = self._sdk_job(job, job_id)
             if not sdk_job.has_completed():
                 _reg().workspace(job.conn).cancel_job(sdk_job)
-        except Exception:  # noqa: BLE001 - never created, already final, or the service is gone
+        except Exception:  # never created, already final, or the service is gone
             pass
 
     async def cancel(self, job: _Job) -> None:

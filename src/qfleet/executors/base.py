@@ -150,7 +150,9 @@ def _validate_shots(value: Any) -> Any:
         shots = Shots(value)
     except Exception as exc:  # Shots raises several types for bad input
         raise problem from exc
-    if any(type(sc.shots) is not int or sc.shots <= 0 or sc.copies <= 0 for sc in shots.shot_vector):
+    if any(
+        type(sc.shots) is not int or sc.shots <= 0 or sc.copies <= 0 for sc in shots.shot_vector
+    ):
         raise problem
     return value
 
@@ -192,7 +194,8 @@ class QuantumExecutor(BaseModel):
         A property because pydantic finds private attributes through a slow __getattr__,
         and this is on every batch's path.
         """
-        return self.__pydantic_private__["_runtime_cache"]
+        # pydantic types __pydantic_private__ as Optional; a model with private attributes has it
+        return self.__pydantic_private__["_runtime_cache"]  # type: ignore[index]
 
     # -- configuration -------------------------------------------------------------------
 
@@ -271,7 +274,9 @@ class QuantumExecutor(BaseModel):
 
     def __repr__(self) -> str:  # pydantic's repr lists every field; keep the set ones
         fields = ", ".join(
-            f"{k}={getattr(self, k)!r}" for k in self.model_fields_set if k in type(self).model_fields
+            f"{k}={getattr(self, k)!r}"
+            for k in self.model_fields_set
+            if k in type(self).model_fields
         )
         return f"{type(self).__name__}({fields})"
 
@@ -304,7 +309,9 @@ class QuantumExecutor(BaseModel):
                 if not (op.has_matrix or op.has_decomposition or is_mid_circuit(op)) and not (
                     self.supports_operation(op)
                 ):
-                    return f"it cannot run {op.name}, which has neither a matrix nor a decomposition"
+                    return (
+                        f"it cannot run {op.name}, which has neither a matrix nor a decomposition"
+                    )
         return None
 
     def plan(self, tapes: Sequence[QuantumScript]) -> SamplingPlan:
@@ -341,7 +348,9 @@ class QuantumExecutor(BaseModel):
         finishes its members' output here. Default: the raw output is the results."""
         return raw
 
-    def decode(self, circuits: tuple[QuantumScript, ...], raw: Sequence[Any]) -> Sequence[RawOutput]:
+    def decode(
+        self, circuits: tuple[QuantumScript, ...], raw: Sequence[Any]
+    ) -> Sequence[RawOutput]:
         """The backend's raw output (one entry per circuit, from ``collect``) as
         Samples/Counts/State/Values; runs on the caller's thread. Default: as it is."""
         return raw
@@ -359,7 +368,7 @@ class QuantumExecutor(BaseModel):
         """Wait for ``job``; its raw output, one entry per planned circuit (see ``decode``)."""
         raise NotImplementedError(f"{type(self).__name__} must implement collect")
 
-    async def cancel(self, job: Any) -> None:  # noqa: B027 - optional hook
+    async def cancel(self, job: Any) -> None:  # optional hook
         """Cancel ``job`` on the backend (default: nothing to cancel)."""
 
     def attach(self, payload: Any, job_ids: Sequence[str]) -> Any:
@@ -373,7 +382,10 @@ class QuantumExecutor(BaseModel):
         return type(self).attach is not QuantumExecutor.attach
 
     def reattach(
-        self, tapes: Sequence[QuantumScript], job_ids: Sequence[str], submitted_at: float | None = None
+        self,
+        tapes: Sequence[QuantumScript],
+        job_ids: Sequence[str],
+        submitted_at: float | None = None,
     ) -> BatchHandle:
         """A handle for backend jobs submitted earlier for the same tapes (``handle.job_ids``
         or ``metadata.job_ids``, e.g. from another process that died):
@@ -452,7 +464,7 @@ class QuantumExecutor(BaseModel):
                 results = await asyncio.wait_for(collect, self.batch_timeout)
             except ExecutorError:
                 raise  # the backend's own error (ExecutorTimeoutError is a TimeoutError too)
-            except (asyncio.TimeoutError, TimeoutError) as exc:
+            except TimeoutError as exc:
                 await self.cancel(handle.job)
                 raise ExecutorTimeoutError(
                     f"no results after {self.batch_timeout} s (timeout); raise the executor's "
@@ -466,6 +478,7 @@ class QuantumExecutor(BaseModel):
         finally:
             if handle.limits_held:
                 semaphore, _ = self._limits()
+                assert semaphore is not None  # limits_held: this call acquired it
                 semaphore.release()
                 handle.limits_held = False
         if isinstance(results, BatchResult):
@@ -512,7 +525,7 @@ class QuantumExecutor(BaseModel):
 
         Its result is finished (raw -> PennyLane results) on the thread that asks for it.
         """
-        return LazyFuture(get_dispatcher().submit(self.run_raw(prepared)), prepared.complete)
+        return LazyFuture.start(self.run_raw(prepared), prepared.complete)
 
     def run_later(self, tapes: Sequence[QuantumScript]) -> LazyFuture:
         """Prepare ``tapes`` here and run them on the background loop; returns a future."""
@@ -583,6 +596,8 @@ def _without_secrets(value: Any) -> Any:
         cleaned = {k: _without_secrets(v) for k, v in value.items()}
         return cleaned if any(cleaned[k] is not value[k] for k in value) else value
     if isinstance(value, (list, tuple)):
-        cleaned = [_without_secrets(v) for v in value]
-        return type(value)(cleaned) if any(a is not b for a, b in zip(cleaned, value)) else value
+        items = [_without_secrets(v) for v in value]
+        if any(a is not b for a, b in zip(items, value, strict=True)):
+            return type(value)(items)
+        return value
     return value

@@ -30,8 +30,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import pennylane as qml
 import numpy as np
+import pennylane as qml
 from pennylane.measurements import ExpectationMP, ProbabilityMP, Shots, VarianceMP
 from pennylane.tape import QuantumScript
 from pydantic import Field, SecretStr, field_validator
@@ -49,14 +49,21 @@ PROVIDERS = {
     "oqc": "OQC", "intel": "Intel", "aqt": "AQT", "cineca": "CINECA", "jhpc": "JHPC",
     "c12": "C12", "quantum_art": "Quantum Art", "iqm": "IQM",
 }
-SIMULATORS = {"simulator", "simulator_statevector", "nvidia_simulator", "nvidia_simulator_statevector"}
+SIMULATORS = {
+    "simulator",
+    "simulator_statevector",
+    "nvidia_simulator",
+    "nvidia_simulator_statevector",
+}
 
 #: Shots of tapes without any on hardware, when ``num_shots`` is not set (Classiq's default).
 DEFAULT_SHOTS = 2048
 #: Most wires of an exact ``probs`` (it observes 2**wires Z strings).
 MAX_EXACT_PROBS_WIRES = 10
 
-Transpilation = Literal["none", "decompose", "auto optimize", "light", "medium", "intensive", "custom"]
+Transpilation = Literal[
+    "none", "decompose", "auto optimize", "light", "medium", "intensive", "custom"
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,7 +266,7 @@ class ClassiqExecutor(QuantumExecutor):
     def decode(self, circuits: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[RawOutput]:
         """Sampled circuits: Classiq's counts (first wire first); exact ones: their values."""
         outputs: list[RawOutput] = []
-        for circuit, data in zip(circuits, raw, strict=True):
+        for _circuit, data in zip(circuits, raw, strict=True):
             if isinstance(data, _Observed):
                 outputs.append(Values(_assemble(data)))
             else:
@@ -299,10 +306,12 @@ class ClassiqExecutor(QuantumExecutor):
         try:
             return ExecutionPreferences.model_validate(data)
         except Exception as exc:  # pydantic ValidationError
-            raise ConfigError(f"{self.label}: invalid Classiq execution preferences: {exc}") from exc
+            raise ConfigError(
+                f"{self.label}: invalid Classiq execution preferences: {exc}"
+            ) from exc
 
     def _submit_all(self, payload: _Payload) -> tuple[str, ...]:
-        from classiq import ExecutionSession
+        from classiq import ExecutionSession  # type: ignore[attr-defined]  # lazy export, unseen by mypy
 
         ids: list[str] = []
         try:
@@ -315,7 +324,8 @@ class ClassiqExecutor(QuantumExecutor):
                             job = session.submit_sample()
                         else:
                             observables = [
-                                _classiq_observable(o, circuit.num_qubits) for o in circuit.observables
+                                _classiq_observable(o, circuit.num_qubits)
+                                for o in circuit.observables
                             ]
                             job = session.submit_observe(
                                 observables if len(observables) > 1 else observables[0],
@@ -342,21 +352,23 @@ class ClassiqExecutor(QuantumExecutor):
         return _Job(tuple(job_ids), payload)
 
     def _statuses(self, ids: Sequence[str]) -> list[str]:
-        from classiq import ExecutionJob
+        from classiq import ExecutionJob  # type: ignore[attr-defined]  # lazy export, unseen by mypy
 
         with self._sdk():
             return [str(ExecutionJob.from_id(i).status) for i in ids]
 
     def _fetch(self, job: _Job) -> list[Any]:
-        from classiq import ExecutionJob
+        from classiq import ExecutionJob  # type: ignore[attr-defined]  # lazy export, unseen by mypy
 
         outputs: list[Any] = []
         with self._sdk():
-            for job_id, circuit in zip(job.ids, job.payload.circuits):
+            for job_id, circuit in zip(job.ids, job.payload.circuits, strict=True):
                 remote = ExecutionJob.from_id(job_id)
                 status = str(remote.status)
                 if status == "FAILED":
-                    raise ExecutorError(f"Classiq job {job_id} failed: {remote.error}", executor=self.label)
+                    raise ExecutorError(
+                        f"Classiq job {job_id} failed: {remote.error}", executor=self.label
+                    )
                 if status == "CANCELLED":
                     raise ExecutorError(f"Classiq job {job_id} was cancelled", executor=self.label)
                 if circuit.kind == "sample":
@@ -377,14 +389,18 @@ class ClassiqExecutor(QuantumExecutor):
         pending = list(job.ids)
         while pending:
             statuses = await asyncio.to_thread(self._statuses, pending)
-            pending = [i for i, s in zip(pending, statuses) if s not in {"COMPLETED", "FAILED", "CANCELLED"}]
+            pending = [
+                i
+                for i, s in zip(pending, statuses, strict=True)
+                if s not in {"COMPLETED", "FAILED", "CANCELLED"}
+            ]
             if pending:
                 await asyncio.sleep(delay)
                 delay = min(delay * 1.5, self.poll_interval)
         return await asyncio.to_thread(self._fetch, job)
 
     def _cancel_ids(self, ids: Sequence[str]) -> None:
-        from classiq import ExecutionJob
+        from classiq import ExecutionJob  # type: ignore[attr-defined]  # lazy export, unseen by mypy
 
         with self._sdk():
             for job_id in ids:
@@ -392,14 +408,16 @@ class ClassiqExecutor(QuantumExecutor):
                     remote = ExecutionJob.from_id(job_id)
                     if not remote.status.is_final():
                         remote.cancel()
-                except Exception:  # noqa: BLE001 - best effort
+                except Exception:  # best effort
                     pass
 
     async def cancel(self, job: _Job) -> None:
         await asyncio.to_thread(self._cancel_ids, job.ids)
 
 
-_SECRET_KEY = re.compile(r"token|secret|password|passwd|api_?key|credential|connection_string", re.I)
+_SECRET_KEY = re.compile(
+    r"token|secret|password|passwd|api_?key|credential|connection_string", re.I
+)
 
 
 def _hide_secrets(value: Any, key: str = "") -> Any:
@@ -428,7 +446,7 @@ def _sentence(observable: Any) -> Any:
     try:
         matrix = qml.matrix(observable, wire_order=observable.wires)
         return qml.pauli_decompose(matrix, wire_order=observable.wires, pauli=True)
-    except Exception as exc:  # noqa: BLE001 - PennyLane raises several types
+    except Exception as exc:  # PennyLane raises several types
         raise UnsupportedCircuitError(
             f"{observable} has no matrix to write as a sum of Pauli words for Classiq's exact "
             f"observe; run with shots"

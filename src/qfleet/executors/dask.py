@@ -193,7 +193,8 @@ class DaskExecutor(QuantumExecutor):
         simulator = self._runtime.get("probe")
         if simulator is None:
             try:
-                simulator = self._runtime["probe"] = PennyLaneSimulator(self.device, self._options())
+                simulator = PennyLaneSimulator(self.device, self._options())
+                self._runtime["probe"] = simulator
             except TypeError as exc:
                 raise ConfigError(
                     f"{self.label}: {self.device} rejected device_options "
@@ -264,7 +265,7 @@ class DaskExecutor(QuantumExecutor):
             try:
                 # Client() has its own timeout; this bounds a LocalCluster's start too.
                 conn = await asyncio.wait_for(self._connect(), self.connect_timeout + 5)
-            except (asyncio.TimeoutError, TimeoutError) as exc:
+            except TimeoutError as exc:
                 where = self.address or "the LocalCluster"
                 raise ExecutorError(
                     f"{where} did not answer within {self.connect_timeout} s "

@@ -471,6 +471,39 @@ class QiskitExecutor(QuantumExecutor):
             mode = reg.mode(account, self.backend, self.mode, self.max_time)
             return run(mode, options, pubs)
 
+    @property
+    def can_attach(self) -> bool:
+        """Runtime jobs re-attach by id; local testing mode's jobs live in the process that
+        ran them, so they cannot."""
+        return not self.is_local
+
+    def attach(self, payload: _Work, job_ids: Sequence[str]) -> _Submission:
+        """The submission of Runtime jobs ``job_ids`` (one per job of ``payload``, in order)
+        from an earlier submission of the same tapes, e.g. by a process that died. Blocking:
+        one ``GET /jobs/{id}`` per job (and the service's sign-in on first use)."""
+        if self.is_local:
+            raise ExecutorError(
+                f"{self.label} runs in local testing mode (backend {self.backend!r}): its jobs "
+                f"ran inside the process that submitted them, so they cannot be re-attached "
+                f"by id; run the tapes again",
+                executor=self.label,
+            )
+        job_ids = [str(i) for i in job_ids]
+        if len(job_ids) != len(payload.jobs):
+            raise ExecutorError(
+                f"{len(job_ids)} Runtime job ids for {len(payload.jobs)} Runtime jobs; give "
+                f"the ids of one earlier submission of the same tapes, in order",
+                executor=self.label,
+            )
+        service = self.service()
+        jobs = []
+        for job_id in job_ids:
+            try:
+                jobs.append(service.job(job_id))
+            except Exception as exc:  # unknown id, no access, server gone: say which job
+                raise self._error(exc, job=job_id) from exc
+        return _Submission(payload, jobs, local=False)
+
     async def collect(self, job: _Submission) -> list[tuple[Any, ...]]:
         work = job.work
         try:

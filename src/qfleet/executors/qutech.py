@@ -13,6 +13,7 @@ cancelled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -105,10 +106,8 @@ class _Connection:
     def close(self) -> None:
         for closer in (self.client.close, self.listener.close if self.listener else None):
             if closer is not None:
-                try:
+                with contextlib.suppress(RuntimeError):  # its event loop is already closed
                     closer()
-                except RuntimeError:  # its event loop is already closed
-                    pass
 
 
 # One batch at a time per 2300 and event loop, across executors: 2300 has one lock.
@@ -141,8 +140,8 @@ class Executor2300(QuantumExecutor):
     histogram, which has the same distribution).
 
     Samples only: tapes without shots run with ``default_shots`` (1024, fewer when the
-    2300 publishes a lower ``max_shots``), with a warning. Reads ``get_static`` once per connection to learn the
-    qubits, gate set and topology; a circuit that does not fit raises
+    2300 publishes a lower ``max_shots``), with a warning. Reads ``get_static`` once per
+    connection to learn the qubits, gate set and topology; a circuit that does not fit raises
     UnsupportedCircuitError before anything is sent. Run ``qfleet serve-2300`` for a local
     2300.
 
@@ -245,7 +244,7 @@ class Executor2300(QuantumExecutor):
                 "number_of_shots": circuit.shots.total_shots,
                 "include_raw_data": raw_data,
             }
-            for circuit, program in zip(circuits, programs)
+            for circuit, program in zip(circuits, programs, strict=True)
         )
         return _Payload(programs, executes)
 
@@ -402,7 +401,7 @@ class Executor2300(QuantumExecutor):
         terminate_retries = None
         try:
             replies = []
-            for job_id, execute in zip(job_ids, payload.executes):
+            for job_id, execute in zip(job_ids, payload.executes, strict=True):
                 request = {"job_id": job_id, **execute}
                 reply = await self._request(
                     conn, "execute", session_id, request, on_retry=reinitialize,
@@ -462,5 +461,5 @@ class Executor2300(QuantumExecutor):
         bound = self.timeout * (self.retries + 1) + 1
         try:
             await asyncio.wait_for(job.terminated.wait(), bound)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             log.warning("%s: terminate still pending after %s s", self.label, bound)

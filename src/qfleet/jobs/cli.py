@@ -46,6 +46,7 @@ def _show(args: argparse.Namespace, console: Console) -> int:
 
     job = ExecutionJob.from_id(args.id)
     row = job._refresh()
+    started = datetime.fromtimestamp(row["started_at"]) if row["started_at"] else None
     table = Table(show_header=False, title=f"job {job.id}")
     table.add_column("field", style="bold")
     table.add_column("value")
@@ -54,7 +55,7 @@ def _show(args: argparse.Namespace, console: Console) -> int:
         ("kind", job.kind + (" (batch)" if job.is_batch else "")),
         ("status", job.status.value),
         ("created", _when(job.start_time)),
-        ("started", _when(datetime.fromtimestamp(row["started_at"]) if row["started_at"] else None)),
+        ("started", _when(started)),
         ("ended", _when(job.end_time)),
         ("backend", job.backend or ""),
         ("shots", "exact" if job.num_shots is None else job.num_shots),
@@ -105,7 +106,9 @@ def _result(args: argparse.Namespace, console: Console) -> int:
     values = saved.value if isinstance(saved.value, list) else [saved.value]
     if job.kind == "sample":
         for value in values:
-            table = Table(title=f"job {job.id}: {json.dumps(value.parameters)} ({value.num_shots} shots)")
+            table = Table(
+                title=f"job {job.id}: {json.dumps(value.parameters)} ({value.num_shots} shots)"
+            )
             for column in ("bitstring", "counts", "probability"):
                 table.add_column(column, justify="right")
             for bitstring, count in value.counts.items():

@@ -27,7 +27,7 @@ import re
 import socket
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from qfleet.errors import QFleetError
@@ -66,7 +66,7 @@ class ResultKindError(JobError, TypeError):
     on a batch job."""
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(str, enum.Enum):  # noqa: UP042 - StrEnum would change str() of members
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
@@ -165,7 +165,7 @@ def _process_start(pid: int) -> str | None:
         import psutil
 
         return repr(psutil.Process(pid).create_time())
-    except Exception:  # noqa: BLE001 - psutil missing or process gone
+    except Exception:  # psutil missing or process gone
         return None
 
 
@@ -314,14 +314,18 @@ def executor_spec(executor: Any) -> dict[str, Any]:
 
 
 #: Keys of dict-valued fields (provider options, backend preferences) that hold credentials.
-_SECRET_KEY = re.compile(r"token|secret|password|passwd|api_?key|credential|connection_string", re.I)
+_SECRET_KEY = re.compile(
+    r"token|secret|password|passwd|api_?key|credential|connection_string", re.I
+)
 
 
 def _jsonable(value: Any, executor_type: type) -> Any:
-    from pydantic import SecretStr
+    from pydantic import BaseModel, SecretStr
 
     if isinstance(value, executor_type):
         return {"__executor__": executor_spec(value)}
+    if isinstance(value, BaseModel):  # a nested model (AzureCredential): its fields, no secrets
+        value = value.__dict__
     if isinstance(value, (list, tuple)):
         return [_jsonable(v, executor_type) for v in value]
     if isinstance(value, dict):
@@ -397,13 +401,17 @@ def results_from_values(kind: str, parameters: list[dict[str, Any]], layout: lis
         # An executor with a shot vector of its own returns one entry per shot bin.
         bins = list(value) if isinstance(value, (tuple, list)) else [value]
         if kind == "sample":
-            circuit = BoundCircuit([], None, None, lay["num_bits"], tuple(lay["positions"]), lay["order"])
+            circuit = BoundCircuit(
+                [], None, None, lay["num_bits"], tuple(lay["positions"]), lay["order"]
+            )
             counts: dict[str, int] = {}
             for part in bins:
                 for bits, count in dict(part).items():
                     key = circuit.bitstring(str(bits))
                     counts[key] = counts.get(key, 0) + int(count)
-            items.append({"parameters": params, "counts": counts, "num_shots": sum(counts.values())})
+            items.append(
+                {"parameters": params, "counts": counts, "num_shots": sum(counts.values())}
+            )
         else:
             value = sum(float(v) for v in bins) / len(bins)
             items.append({"parameters": params, "value": value, "num_shots": lay.get("shots")})
@@ -514,7 +522,7 @@ def launch(store: JobStore, job_id: str, prepared: Any, post: tuple, handle: Any
 
 
 def _ts(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, tz=timezone.utc) if value is not None else None
+    return datetime.fromtimestamp(value, tz=UTC) if value is not None else None
 
 
 class ExecutionJob:
@@ -533,7 +541,7 @@ class ExecutionJob:
     # -- lookup --------------------------------------------------------------------------
 
     @classmethod
-    def from_id(cls, id: str, *, store: JobStore | None = None) -> ExecutionJob:  # noqa: A002
+    def from_id(cls, id: str, *, store: JobStore | None = None) -> ExecutionJob:
         """The job ``id``; raises JobNotFoundError if the job store has none."""
         store = store or JobStore.default()
         if not isinstance(id, str) or not id:
@@ -549,7 +557,9 @@ class ExecutionJob:
     def _refresh(self) -> dict[str, Any]:
         row = self._store.get(self.id)
         if row is None:
-            raise JobNotFoundError(f"job {self.id!r} is no longer in the job store {self._store.path}")
+            raise JobNotFoundError(
+                f"job {self.id!r} is no longer in the job store {self._store.path}"
+            )
         self._row = row
         return row
 
@@ -735,11 +745,15 @@ class ExecutionJob:
     def _saved_results(self) -> list[SavedResult]:
         data = self._results_json()
         if data["kind"] == "sample":
-            values = [SampleResult(i["counts"], i["num_shots"], i["parameters"]) for i in data["items"]]
+            values = [
+                SampleResult(i["counts"], i["num_shots"], i["parameters"]) for i in data["items"]
+            ]
             if self.is_batch:
                 return [SavedResult("result", values, "MultipleExecutionDetails")]
             return [SavedResult("result", values[0], "ExecutionDetails")]
-        values = [EstimationResult(i["value"], i["num_shots"], i["parameters"]) for i in data["items"]]
+        values = [
+            EstimationResult(i["value"], i["num_shots"], i["parameters"]) for i in data["items"]
+        ]
         if self.is_batch:
             return [SavedResult("result", values, "EstimationResults")]
         return [SavedResult("result", values[0], "EstimationResult")]
@@ -768,7 +782,8 @@ class ExecutionJob:
         values = self._values("estimate", timeout_sec)
         if self.is_batch:
             raise ResultKindError(
-                f"job {self.id} estimated {len(values)} parameter sets; use get_batch_estimate_result()"
+                f"job {self.id} estimated {len(values)} parameter sets; "
+                f"use get_batch_estimate_result()"
             )
         return values[0]
 
@@ -795,7 +810,9 @@ class ExecutionJob:
         )
         if not changed:
             row = self._refresh()
-            raise JobAlreadyFinishedError(f"job {self.id} finished ({row['status']}) before it could be cancelled")
+            raise JobAlreadyFinishedError(
+                f"job {self.id} finished ({row['status']}) before it could be cancelled"
+            )
         run = _active_run(self.id)
         if run is not None:
             run.future.cancel()

@@ -88,7 +88,7 @@ class PauliSum:
         return other + (-self)
 
     def __mul__(self, other: Any) -> PauliSum:
-        if isinstance(other, numbers.Number) and not isinstance(other, bool):
+        if _is_scalar(other):
             return PauliSum({w: c * other for w, c in self.terms.items()})
         if not isinstance(other, PauliSum):
             return NotImplemented
@@ -100,12 +100,12 @@ class PauliSum:
         return out
 
     def __rmul__(self, other: Any) -> PauliSum:
-        if isinstance(other, numbers.Number) and not isinstance(other, bool):
+        if _is_scalar(other):
             return self * other
         return NotImplemented
 
     def __truediv__(self, other: Any) -> PauliSum:
-        if isinstance(other, numbers.Number) and not isinstance(other, bool) and other != 0:
+        if _is_scalar(other) and other != 0:
             return self * (1 / other)
         return NotImplemented
 
@@ -197,10 +197,15 @@ def _multiply(w1: Word, w2: Word) -> tuple[complex, Word]:
     return phase, tuple(sorted(result.items()))
 
 
+def _is_scalar(value: Any) -> bool:
+    # A plain bool, not a TypeGuard: numbers.Number declares no arithmetic for type checkers.
+    return isinstance(value, numbers.Number) and not isinstance(value, bool)
+
+
 def _as_sum(value: Any) -> PauliSum | None:
     if isinstance(value, PauliSum):
         return value
-    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+    if _is_scalar(value):
         return PauliSum({(): value}) if value != 0 else PauliSum()
     return None
 
@@ -237,7 +242,7 @@ def as_pauli_sum(observable: Any) -> PauliSum | None:
     operator (used as is); ObservableError for anything else."""
     if isinstance(observable, PauliSum):
         return observable
-    if isinstance(observable, numbers.Number) and not isinstance(observable, bool):
+    if _is_scalar(observable):
         return _as_sum(observable)
     kind = type(observable).__name__
     module = type(observable).__module__ or ""

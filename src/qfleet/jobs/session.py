@@ -46,7 +46,9 @@ from qfleet.jobs.store import JobStore
 DEFAULT_NUM_SHOTS = 2048
 """Shots for ``sample`` when neither the preferences nor the executor set any."""
 
-Transpilation = Literal["none", "decompose", "auto optimize", "light", "medium", "intensive", "custom"]
+Transpilation = Literal[
+    "none", "decompose", "auto optimize", "light", "medium", "intensive", "custom"
+]
 
 
 class SessionClosedError(QFleetError, RuntimeError):
@@ -132,8 +134,8 @@ def resolve_executor(preferences: ExecutionPreferences, executor: Any = None) ->
         classes = executor_classes()
         if backend not in classes:
             raise ConfigError(
-                f"unknown backend {backend!r}; name an executor class ({', '.join(sorted(classes))}) "
-                f"configured in the config file, or pass an executor"
+                f"unknown backend {backend!r}; name an executor class "
+                f"({', '.join(sorted(classes))}) configured in the config file, or pass an executor"
             )
         backend = classes[backend]()
     elif isinstance(backend, list):
@@ -165,7 +167,7 @@ class ExecutionSession:
                  store: JobStore | None = None):
         from qfleet.executors.base import QuantumExecutor
 
-        if isinstance(preferences, QuantumExecutor) or isinstance(preferences, list):
+        if isinstance(preferences, (QuantumExecutor, list)):
             if executor is not None:
                 raise ConfigError("pass the executor once: as the second argument or executor=")
             executor, preferences = preferences, None
@@ -179,7 +181,9 @@ class ExecutionSession:
                 f"{type(preferences).__name__}"
             )
         if executor is not None and preferences.backend is not None:
-            raise ConfigError("give the backend either in the preferences or as executor=, not both")
+            raise ConfigError(
+                "give the backend either in the preferences or as executor=, not both"
+            )
         if isinstance(executor, list):
             executor = resolve_executor(ExecutionPreferences(backend=executor))
         self.program = load_program(program)
@@ -230,7 +234,9 @@ class ExecutionSession:
                            "order": circuit.bit_order})
         return self._submit("sample", sets, batch, tapes, layout, shots, None)
 
-    def estimate(self, hamiltonian: Any, parameters: Any = None) -> EstimationResult | list[EstimationResult]:
+    def estimate(
+        self, hamiltonian: Any, parameters: Any = None
+    ) -> EstimationResult | list[EstimationResult]:
         """Expectation value of ``hamiltonian`` (qf.Pauli sum, qiskit SparsePauliOp or
         PennyLane observable) for one parameter dict (-> EstimationResult) or a list."""
         job = self.submit_estimate(hamiltonian, parameters)

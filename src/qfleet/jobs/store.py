@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from qfleet.errors import QFleetError
 
@@ -123,7 +123,7 @@ class JobStore:
         self._ready = False
         self._ready_lock = threading.Lock()
 
-    _instances: dict[tuple[str, float], JobStore] = {}
+    _instances: ClassVar[dict[tuple[str, float], JobStore]] = {}
     _instances_lock = threading.Lock()
 
     @classmethod
@@ -238,7 +238,8 @@ class JobStore:
         return self._run("SELECT count(*) FROM jobs").fetchone()[0]
 
     def update(self, job_id: str, fields: Mapping[str, Any], *, active_only: bool = False,
-               owner: Owner | None = None, where: str = "", where_params: Iterable[Any] = ()) -> bool:
+               owner: Owner | None = None, where: str = "",
+               where_params: Iterable[Any] = ()) -> bool:
         """Set ``fields``; only on an unfinished job with ``active_only``, only while ``owner``
         owns it with ``owner``. True if the row changed."""
         sets = ", ".join(f"{k} = ?" for k in fields)

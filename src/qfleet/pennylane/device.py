@@ -25,9 +25,8 @@ from pennylane.transforms.core import CompilePipeline, transform
 from pennylane.typing import PostprocessingFn
 
 from qfleet.cluster import QuantumCluster
-from qfleet.config import load_config
+from qfleet.config import executor_classes, load_config
 from qfleet.errors import ConfigError
-from qfleet.config import executor_classes
 from qfleet.executors import QuantumExecutor, RunMetadata
 from qfleet.sampling import SHOTS_ONLY_MEASUREMENTS, measurement_kind
 
@@ -147,7 +146,8 @@ class QFleetDevice(Device):
         return self.short_name
 
     def __repr__(self) -> str:
-        return f"<QFleetDevice wires={len(self.wires) if self.wires else None} executor={self.executor!r}>"
+        wires = len(self.wires) if self.wires else None
+        return f"<QFleetDevice wires={wires} executor={self.executor!r}>"
 
     def preprocess_transforms(
         self, execution_config: ExecutionConfig | None = None

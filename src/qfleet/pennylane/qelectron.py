@@ -10,7 +10,6 @@ from pennylane.workflow import QNode, construct_batch
 
 from qfleet.executors import QuantumExecutor, RunMetadata
 from qfleet.pennylane.device import QFleetDevice, as_executor
-from qfleet.runtime import get_dispatcher
 from qfleet.runtime.futures import LazyFuture
 
 #: Device-side gradient methods qfleet cannot offer; they fall back to parameter-shift.
@@ -62,9 +61,11 @@ class QElectron(QNode):
         """
         tapes, postprocess = construct_batch(self, level="device")(*args, **kwargs)
         prepared = self.executor.prepare(tapes)
-        inner = get_dispatcher().submit(prepared.executor.run_raw(prepared))
         # construct_batch post-processes the QNode's one-tape batch: unwrap that tape.
-        return QFuture(inner, lambda raw: postprocess(prepared.complete(raw))[0])
+        return QFuture.start(
+            prepared.executor.run_raw(prepared),
+            lambda raw: postprocess(prepared.complete(raw))[0],
+        )
 
     def __copy__(self) -> QElectron:
         return _adopt(QNode.__copy__(self), self)
@@ -78,7 +79,10 @@ class QElectron(QNode):
         return _adopt(QNode.update(self, **kwargs), self)
 
     def __repr__(self) -> str:
-        return f"<QElectron {self.qelectron_name!r}: executor={self.executor!r}, interface={self.interface!r}, diff_method={self.diff_method!r}, shots={self.shots}>"
+        return (
+            f"<QElectron {self.qelectron_name!r}: executor={self.executor!r}, "
+            f"interface={self.interface!r}, diff_method={self.diff_method!r}, shots={self.shots}>"
+        )
 
 
 def _adopt(plain: QNode, template: QElectron) -> QElectron:

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from qfleet.runtime.caller import CallerThread
+
 T = TypeVar("T")
 
 
@@ -50,12 +52,16 @@ class Dispatcher:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the background loop and block the caller until it is done."""
+        """Run ``coro`` on the background loop and block the caller until it is done,
+        doing the tape work the loop hands back meanwhile (see :mod:`qfleet.runtime.caller`)."""
         if threading.current_thread() is self._thread:
-            raise RuntimeError("Dispatcher.run called from the dispatcher's own loop (would deadlock)")
-        future = self.submit(coro)
+            raise RuntimeError(
+                "Dispatcher.run called from the dispatcher's own loop (would deadlock)"
+            )
+        caller = CallerThread()
+        future = self.submit(caller.bind(coro))
         try:
-            return future.result(timeout)
+            return caller.wait(future, timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise

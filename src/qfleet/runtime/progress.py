@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 #: A batch with more tapes than this shows progress at once; a smaller one after SLOW_AFTER s.
 MANY_TAPES = 50
@@ -28,8 +32,8 @@ class BatchProgress:
         self.description = description
         self.enabled = progress_enabled() if enabled is None else enabled
         self.done = 0
-        self._bar = None
-        self._task = None
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -43,13 +47,13 @@ class BatchProgress:
     def _show(self) -> None:
         from rich.progress import Progress
 
-        self._bar = Progress(transient=True)
-        self._task = self._bar.add_task(self.description, total=self.total, completed=self.done)
-        self._bar.start()
+        self._bar = bar = Progress(transient=True)
+        self._task = bar.add_task(self.description, total=self.total, completed=self.done)
+        bar.start()
 
     def advance(self, count: int) -> None:
         self.done += count
-        if self._bar is not None:
+        if self._bar is not None and self._task is not None:  # both set by _show()
             self._bar.update(self._task, completed=self.done)
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ on worker threads (LocalExecutor(parallel="thread")), this makes the contexts pe
 from __future__ import annotations
 
 import threading
+
 import pennylane.queuing
 from pennylane.queuing import QueuingManager
 
@@ -37,19 +38,15 @@ def make_queuing_thread_safe() -> None:
                 local.stack = initial if threading.get_ident() == owner else []
                 return local.stack
 
-        @classmethod
         def add_active_queue(cls, queue):
             stack().append(queue)
 
-        @classmethod
         def remove_active_queue(cls):
             return stack().pop()
 
-        @classmethod
         def recording(cls):
             return bool(stack())
 
-        @classmethod
         def active_context(cls):
             contexts = stack()
             return contexts[-1] if contexts else None
@@ -61,10 +58,10 @@ def make_queuing_thread_safe() -> None:
         original = QueuingManager.stop_recording.__func__.__wrapped__
         original.__code__ = _stop_recording_per_thread.__code__
 
-        QueuingManager.add_active_queue = add_active_queue
-        QueuingManager.remove_active_queue = remove_active_queue
-        QueuingManager.recording = recording
-        QueuingManager.active_context = active_context
+        QueuingManager.add_active_queue = classmethod(add_active_queue)
+        QueuingManager.remove_active_queue = classmethod(remove_active_queue)
+        QueuingManager.recording = classmethod(recording)
+        QueuingManager.active_context = classmethod(active_context)
         _installed = True
 
 

@@ -8,6 +8,7 @@ a batch only to members that can run it, before anything is sent.
 from __future__ import annotations
 
 from collections.abc import Iterable
+
 from pennylane.tape import QuantumScript
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,7 +73,9 @@ class Capabilities(BaseModel):
         if tape.shots:
             missing = kinds - self.measurements
             if missing:
-                return f"it cannot return {_names(missing)} (it returns {_names(self.measurements)})"
+                return (
+                    f"it cannot return {_names(missing)} (it returns {_names(self.measurements)})"
+                )
             total = tape.shots.total_shots
             if self.max_shots is not None and total > self.max_shots:
                 return f"{total} shots exceed its limit of {self.max_shots}"

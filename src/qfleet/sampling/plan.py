@@ -372,7 +372,9 @@ def _matrix_fallback(op: Any) -> Sequence[Any]:
     return op.decomposition()  # raises DecompositionUndefinedError: reported below
 
 
-def _to_native(tape: QuantumScript, is_native: Callable[[Any], bool], executor: str) -> QuantumScript:
+def _to_native(
+    tape: QuantumScript, is_native: Callable[[Any], bool], executor: str
+) -> QuantumScript:
     if all(is_native(op) for op in tape.operations):
         return tape
     try:
@@ -400,7 +402,9 @@ def _read(reader: QuantumScript, circuit: QuantumScript, output: Any, rng: np.ra
         return result_from_samples(reader, output.array, wire_order=circuit.wires)
     if isinstance(output, State):
         return _from_state(reader, circuit, output)
-    raise TypeError(f"unknown raw output {type(output).__name__}; use Samples, Counts, State or Values")
+    raise TypeError(
+        f"unknown raw output {type(output).__name__}; use Samples, Counts, State or Values"
+    )
 
 
 def _from_state(reader: QuantumScript, circuit: QuantumScript, output: State) -> Any:

@@ -17,6 +17,7 @@ module needs the ``qutech`` extra.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -150,7 +151,8 @@ class LazyPirateClient:
             try:
                 await sock.send(data)
                 while True:
-                    if await sock.poll(timeout_ms, zmq.POLLIN):
+                    # pyzmq's stub of the asyncio Socket.poll omits the flags it takes
+                    if await sock.poll(timeout_ms, zmq.POLLIN):  # type: ignore[call-arg]
                         return _check_reply(await sock.recv(), session_id)
                     if keep_waiting is None or not keep_waiting():
                         break
@@ -196,9 +198,9 @@ class StateListener:
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(self.address)
         self._socket = sock
-        self._task = asyncio.get_running_loop().create_task(self._listen(sock))
+        self._task = asyncio.get_running_loop().create_task(self._listen(sock, self._updated))
 
-    async def _listen(self, sock: zmq.asyncio.Socket) -> None:
+    async def _listen(self, sock: zmq.asyncio.Socket, updated: asyncio.Condition) -> None:
         while True:
             data = await sock.recv()
             try:
@@ -210,8 +212,8 @@ class StateListener:
             self.timestamp = message.payload.timestamp
             self.received_at = time.monotonic()
             self.messages += 1
-            async with self._updated:
-                self._updated.notify_all()
+            async with updated:
+                updated.notify_all()
 
     @property
     def current(self) -> State | None:
@@ -223,11 +225,11 @@ class StateListener:
     async def _next_update(self, timeout: float) -> None:
         if timeout <= 0:
             return
-        async with self._updated:
-            try:
-                await asyncio.wait_for(self._updated.wait(), timeout)
-            except (asyncio.TimeoutError, TimeoutError):
-                pass
+        updated = self._updated
+        assert updated is not None, "start() first"
+        async with updated:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(updated.wait(), timeout)
 
     async def wait_available(self, timeout: float, first: float = 1.0) -> State | None:
         """Return once 2300 is available (or its state is unknown); raise
@@ -268,7 +270,7 @@ def request_sync(
     retries: int,
 ) -> Reply:
     """Blocking lazy-pirate request on a socket of its own (for the caller's thread)."""
-    context = zmq.Context.instance()
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     data = m.request(command, session_id, payload)
     for _attempt in range(retries + 1):
         sock = context.socket(zmq.REQ)

@@ -25,6 +25,7 @@ request gets no reply at all), ``--calibrating S`` (start CALIBRATING for S seco
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -35,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -43,6 +44,12 @@ import numpy as np
 from qfleet.protocols.p2300 import messages as m
 from qfleet.protocols.p2300.messages import ExecutePayload, ExecuteResult, State
 from qfleet.protocols.p2300.session import ControlSession, ExecuteJob
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+    import zmq
 
 log = logging.getLogger("qfleet.serve_2300")
 
@@ -220,7 +227,7 @@ class Simulator:
                         )
             operands = [self._qubits(op, offsets) for op in instruction.get("operands", [])]
             if self.edges is not None and len(operands) == 2:
-                for a, b in zip(*operands):
+                for a, b in zip(*operands, strict=True):
                     if (a, b) not in self.edges and (b, a) not in self.edges:
                         raise CircuitError(
                             f"invalid circuit: {'.'.join(names)} on qubits {a} and {b}, "
@@ -302,8 +309,8 @@ class SimulatorProcess:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
-        self._process = None
-        self._conn = None
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
 
     def start(self) -> None:
         import multiprocessing
@@ -313,7 +320,8 @@ class SimulatorProcess:
         method = "fork" if threading.active_count() == 1 and sys.platform != "win32" else "spawn"
         context = multiprocessing.get_context(method)
         parent, child = context.Pipe()
-        process = context.Process(
+        # typeshed's BaseContext (get_context(str)) lacks Process; every real context has it
+        process = context.Process(  # type: ignore[attr-defined]
             target=_worker_main,
             args=(child, self.config, parent if method == "fork" else None, os.getpid()),
             name="2300-simulator",
@@ -327,11 +335,13 @@ class SimulatorProcess:
         """The result, or an error text (the circuit's fault or the simulator's)."""
         if self._process is None or not self._process.is_alive():
             self.restart()
+        process, conn = self._process, self._conn
+        assert process is not None and conn is not None  # start() set both
         try:
-            self._conn.send((payload.model_dump(), seed))
-            while not self._conn.poll(0.1):
-                if not self._process.is_alive():
-                    code = self._process.exitcode
+            conn.send((payload.model_dump(), seed))
+            while not conn.poll(0.1):
+                if not process.is_alive():
+                    code = process.exitcode
                     self.restart()
                     return (
                         f"simulation failed: the simulator crashed on this circuit (exit code "
@@ -339,7 +349,7 @@ class SimulatorProcess:
                     )
                 if stop.is_set():
                     return "2300 is shutting down"
-            status, value = self._conn.recv()
+            status, value = conn.recv()
         except (EOFError, OSError, BrokenPipeError) as exc:
             self.restart()
             return f"simulation failed: lost the simulator process ({exc}); restarted it"
@@ -352,10 +362,8 @@ class SimulatorProcess:
 
     def close(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(OSError):  # BrokenPipeError included: the worker is gone
                 self._conn.send(None)
-            except (OSError, BrokenPipeError):
-                pass
             self._conn.close()
             self._conn = None
         if self._process is not None:
@@ -430,9 +438,9 @@ class Emulator2300:
         )
         self._stop = threading.Event()
         self._changed = threading.Event()
-        self._context = None
-        self._router = None
-        self._xpub = None
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._router: zmq.Socket[bytes] | None = None
+        self._xpub: zmq.Socket[bytes] | None = None
         self._publisher: threading.Thread | None = None
         self.endpoints: tuple[str, str] = ("", "")
 
@@ -443,11 +451,11 @@ class Emulator2300:
         import zmq
 
         self.simulator.start()  # before any thread or socket exists (see SimulatorProcess)
-        self._context = zmq.Context()
-        router = self._context.socket(zmq.ROUTER)
+        self._context = context = zmq.Context()
+        router = context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.MAXMSGSIZE, 4 * 1024 * 1024 * 16)
-        xpub = self._context.socket(zmq.XPUB)
+        xpub = context.socket(zmq.XPUB)
         xpub.setsockopt(zmq.LINGER, 0)
         xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
         try:
@@ -456,7 +464,7 @@ class Emulator2300:
         except zmq.ZMQError as exc:
             router.close()
             xpub.close()
-            self._context.term()
+            context.term()
             self.simulator.close()
             raise OSError(
                 f"cannot bind {self.options.bind} / {self.options.publish}: {exc}; is another "
@@ -464,8 +472,8 @@ class Emulator2300:
             ) from exc
         self._router, self._xpub = router, xpub
         self.endpoints = (
-            router.getsockopt(zmq.LAST_ENDPOINT).decode(),
-            xpub.getsockopt(zmq.LAST_ENDPOINT).decode(),
+            cast(bytes, router.getsockopt(zmq.LAST_ENDPOINT)).decode(),
+            cast(bytes, xpub.getsockopt(zmq.LAST_ENDPOINT)).decode(),
         )
         for address in (self.options.bind, self.options.publish):
             if not _is_loopback(address):
@@ -495,6 +503,7 @@ class Emulator2300:
         import zmq
 
         xpub, interval = self._xpub, self.options.publish_interval
+        assert xpub is not None  # start() set it before starting this thread
         next_at = 0.0
         try:
             while not self._stop.is_set():
@@ -524,6 +533,7 @@ class Emulator2300:
         if self._router is None:
             self.start()
         router = self._router
+        assert router is not None  # start() set it
         while not self._stop.is_set():
             self._tick()
             try:
@@ -564,11 +574,9 @@ class Emulator2300:
         # REQ envelope: [identity, b"", body]; a DEALER may leave out the empty frame.
         if len(frames) < 2:
             return
-        if b"" in frames[1:]:
-            split = frames.index(b"", 1) + 1
-        else:
-            split = 1
+        split = frames.index(b"", 1) + 1 if b"" in frames[1:] else 1
         envelope, body = frames[:split], frames[split:]
+        reply: bytes | ExecuteJob
         if len(body) != 1:
             reply = self.session.reject(f"a request is one frame of JSON, got {len(body)} frames")
         else:

@@ -22,7 +22,7 @@ PROTOCOL_VERSION = 3
 COMMANDS = ("initialize", "execute", "terminate", "get_static", "get_dynamic")
 
 
-class State(str, enum.Enum):
+class State(str, enum.Enum):  # noqa: UP042 - StrEnum would change str() of members
     """What 2300 publishes on its PUB socket."""
 
     IDLE = "IDLE"
