@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pennylane.tape import QuantumScript
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from qfleet.errors import ExecutorError, QFleetError
+from qfleet.errors import ConfigError, ExecutorError, QFleetError
 from qfleet.executors.base import (
     SAMPLING_MEASUREMENTS,
     Capabilities,
@@ -271,6 +271,13 @@ class QiskitExecutor(QuantumExecutor):
         )
 
     @property
+    def backend_name(self) -> str:
+        """The backend's name (``_consistent`` sets ``aer_simulator`` where none is given)."""
+        if self.backend is None:  # pragma: no cover - the model validator rules it out
+            raise ConfigError(f"{self.label}: no backend")
+        return self.backend
+
+    @property
     def primitive_kind(self) -> Literal["sampler", "estimator"]:
         return "estimator" if self.device == "estimator" else "sampler"
 
@@ -279,7 +286,7 @@ class QiskitExecutor(QuantumExecutor):
         # IBM backends only sample: tapes without shots run with default_shots (warned).
         from qfleet.circuits.qasm import QASM2_GATES
 
-        common = dict(
+        common: dict[str, Any] = dict(
             analytic=False,
             native_gates=QASM2_GATES,
             mid_circuit_measurements=False,
@@ -336,7 +343,7 @@ class QiskitExecutor(QuantumExecutor):
 
     def close_session(self) -> None:
         """Close this executor's session or batch now (else: at interpreter exit)."""
-        registry().forget_mode(self._account(), self.backend, self.mode)
+        registry().forget_mode(self._account(), self.backend_name, self.mode)
 
     # -- phase 1: caller's thread --------------------------------------------------------
 
@@ -353,8 +360,9 @@ class QiskitExecutor(QuantumExecutor):
         computational-basis sample of all wires); Estimator, one PUB per shot bin with the
         circuit's observables as Pauli sums."""
         try:
-            from qfleet.circuits.qiskit import observable_to_sparse_pauli, tape_to_circuit
             import qiskit  # noqa: F401 - fail here, clearly, without the extra
+
+            from qfleet.circuits.qiskit import observable_to_sparse_pauli, tape_to_circuit
         except ImportError as exc:
             raise needs_ibm_extra(exc) from exc
 
@@ -434,15 +442,16 @@ class QiskitExecutor(QuantumExecutor):
         options = self._primitive_options()
         circuits = [pub.circuit for pub in work.pubs]
         if self.local_transpile:
-            pm = reg.pass_manager(account, self.backend, self.optimization_level, self.seed)
+            pm = reg.pass_manager(account, self.backend_name, self.optimization_level, self.seed)
             circuits = pm.run(circuits, num_processes=1)
+        pubs: list[tuple[Any, ...]]
         if work.kind == "sampler":
-            pubs = [(c, None, p.shots) for c, p in zip(circuits, work.pubs)]
+            pubs = [(c, None, p.shots) for c, p in zip(circuits, work.pubs, strict=True)]
         else:
             pubs = [
-                (c, [o.apply_layout(c.layout, c.num_qubits) for o in p.observables], None,
+                (c, [o.apply_layout(c.layout, c.num_qubits) for o in p.observables or ()], None,
                  p.precision)
-                for c, p in zip(circuits, work.pubs)
+                for c, p in zip(circuits, work.pubs, strict=True)
             ]
         jobs: list[Any] = []
         try:
@@ -451,10 +460,8 @@ class QiskitExecutor(QuantumExecutor):
                                           [pubs[i] for i in indices]))
         except BaseException:
             for job in jobs:  # all or nothing: don't leave half a batch running
-                try:
+                with contextlib.suppress(Exception):
                     job.cancel()
-                except Exception:
-                    pass
             raise
         return _Submission(work, jobs, self.is_local)
 
@@ -522,7 +529,7 @@ class QiskitExecutor(QuantumExecutor):
                     f"Runtime job returned {len(data)} PUB results for {len(indices)} PUBs",
                     executor=self.label,
                 )
-            per_pub.update(zip(indices, data))
+            per_pub.update(zip(indices, data, strict=True))
         # One raw output per plan circuit: its PUBs' arrays (decoded on the caller's thread).
         return [tuple(per_pub[i] for i in pubs) for pubs in work.outputs]
 

@@ -169,6 +169,8 @@ class Registry:
                 elif name.startswith("fake_"):
                     backend = fake_backend(name)
                 else:
+                    if account is None:  # only aer_simulator and fake backends run locally
+                        raise ConfigError(f"backend {name!r} needs an IBM account (token=...)")
                     backend = self.service(account).backend(name)
                 self.backends[key] = backend
             return backend
@@ -452,14 +454,15 @@ def to_executor_error(
     try:
         from qiskit_ibm_runtime.accounts.exceptions import InvalidAccountError
     except ImportError:  # pragma: no cover - moved in some release
-        InvalidAccountError = ()  # type: ignore[assignment]
+        InvalidAccountError = ()
 
     text = scrub(str(exc), secrets)
     codes = _status_codes(exc)
     chain = scrub(_chain_text(exc), secrets)
 
     def in_chain(types) -> bool:
-        current, seen = exc, set()
+        current: BaseException | None = exc
+        seen: set[int] = set()
         while current is not None and id(current) not in seen:
             seen.add(id(current))
             if types and isinstance(current, types):
