@@ -42,7 +42,9 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
         table.add_column(f"p({i:02b})", justify="right")
     for call in range(3):
         probs = circuit(x)
-        table.add_row(str(call + 1), circuit.last_metadata.executor, *(f"{p:.3f}" for p in probs))
+        metadata = circuit.last_metadata
+        assert metadata is not None  # set by the call above
+        table.add_row(str(call + 1), metadata.executor, *(f"{p:.3f}" for p in probs))
     table.add_row("exact", "default.qubit, shots=None", *(f"{p:.3f}" for p in exact))
     console.print(table)
 
@@ -74,10 +76,12 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
 
     params = pnp.array([0.3, 0.4], requires_grad=True)
     grad = qml.grad(energy)(params)
+    metadata = energy.last_metadata
+    assert metadata is not None  # set by the gradient's batch
     reference = qml.grad(qml.QNode(energy.func, qml.device("default.qubit", wires=2)))(params)
     console.print(
-        f"\ngradient (parameter-shift, {energy.last_metadata.num_circuits} tapes in one batch "
-        f"on {energy.last_metadata.executor}): {grad}  default.qubit backprop: {reference}"
+        f"\ngradient (parameter-shift, {metadata.num_circuits} tapes in one batch "
+        f"on {metadata.executor}): {grad}  default.qubit backprop: {reference}"
     )
     return 0
 

@@ -390,8 +390,8 @@ def _load_qasm3(text: str) -> QiskitProgram:
         from openqasm3 import ast
         from openqasm3.visitor import QASMTransformer
     except ImportError:  # pragma: no cover - comes with qiskit-qasm3-import
-        openqasm3 = None
-    if openqasm3 is not None:
+        pass
+    else:
         try:
             tree = openqasm3.parse(text)
         except Exception as exc:  # the parser raises several types

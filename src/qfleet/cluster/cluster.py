@@ -37,6 +37,7 @@ from qfleet.executors.base import (
 from qfleet.runtime import get_dispatcher
 from qfleet.runtime.caller import on_caller_thread
 from qfleet.runtime.progress import BatchProgress
+from qfleet.sampling import BatchShape
 
 #: Weight of the newest latency in the exponentially weighted mean.
 EWMA_WEIGHT = 0.3
@@ -201,7 +202,11 @@ class QuantumCluster(QuantumExecutor):
         member would return estimates). Raises UnsupportedCircuitError naming every
         member's reason when none can run them.
         """
-        reasons = [member.why_not(tapes) for member in self.executors]
+        shape = BatchShape.of(tapes)  # one pass over the batch for every member
+        reasons = [
+            member.why_not_shape(shape) if member.shots is None else member.why_not(tapes)
+            for member in self.executors
+        ]
         capable = frozenset(i for i, reason in enumerate(reasons) if reason is None)
         if not capable:
             raise UnsupportedCircuitError(
@@ -388,7 +393,7 @@ class QuantumCluster(QuantumExecutor):
 
     # -- phase 1: caller's thread --------------------------------------------------------
 
-    def prepare(self, tapes: Sequence[QuantumScript]) -> Prepared:
+    def prepare(self, tapes: Sequence[QuantumScript], checked: bool = False) -> Prepared:
         tapes = self.with_shots(tapes)
         capable = self.capable(tapes)
         if self.spread and len(tapes) > 1 and len(capable) > 1:
@@ -402,7 +407,7 @@ class QuantumCluster(QuantumExecutor):
             i = self._index(member)
             self._route(i)
             try:
-                chunks.append(_Chunk(part, member.prepare(part), capable))
+                chunks.append(_Chunk(part, member.prepare(part, checked=True), capable))
             except BaseException:
                 self._route(i, -1)
                 for chunk in chunks:
@@ -488,7 +493,9 @@ class QuantumCluster(QuantumExecutor):
     async def _prepare_elsewhere(self, target: QuantumExecutor, chunk: _Chunk) -> _Chunk:
         # Tape work: on the thread that waits for this batch (PennyLane is not thread-safe).
         background = asyncio.get_running_loop() is get_dispatcher().loop
-        prepared = await on_caller_thread(target.prepare, chunk.tapes, background_loop=background)
+        prepared = await on_caller_thread(
+            target.prepare, chunk.tapes, True, background_loop=background
+        )
         return _Chunk(chunk.tapes, prepared, chunk.capable)
 
     async def _bind(self, chunk: _Chunk) -> _Chunk:

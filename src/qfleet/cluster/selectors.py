@@ -66,6 +66,10 @@ class _StatsSelector:
     def attach(self, stats: Callable[[Any], MemberStats]) -> None:
         self._stats = stats
 
+    def _stats_of(self, executor: Any) -> MemberStats:
+        assert self._stats is not None, "the cluster attaches its statistics first"
+        return self._stats(executor)
+
     def __reduce__(self):
         return (type(self), ())
 
@@ -77,7 +81,7 @@ class LeastBusySelector(_StatsSelector):
 
     def __call__(self, tapes: Sequence[Any], executors: Sequence[Any]) -> Any:
         def load(executor: Any) -> float:
-            stats = self._stats(executor)
+            stats = self._stats_of(executor)
             return (stats.in_flight + stats.queued) / (executor.max_concurrent or 1)
 
         return min(executors, key=load)
@@ -96,15 +100,16 @@ class FastestSelector(_StatsSelector):
         self._rng = random.Random(seed)
 
     def __call__(self, tapes: Sequence[Any], executors: Sequence[Any]) -> Any:
-        unmeasured = [e for e in executors if self._stats(e).ewma_latency is None]
+        unmeasured = [e for e in executors if self._stats_of(e).ewma_latency is None]
         if unmeasured:
             return unmeasured[0]
         if len(executors) > 1 and self._rng.random() < self.explore:
             return self._rng.choice(executors)
 
         def expected_wait(executor: Any) -> float:
-            stats = self._stats(executor)
+            stats = self._stats_of(executor)
             queue = 1 + (stats.in_flight + stats.queued) / (executor.max_concurrent or 1)
+            assert stats.ewma_latency is not None  # unmeasured executors returned above
             return stats.ewma_latency * queue
 
         return min(executors, key=expected_wait)

@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pennylane.tape import QuantumScript
@@ -54,6 +54,9 @@ from qfleet.executors.base import (
     QuantumExecutor,
 )
 from qfleet.sampling import Counts, RawOutput, Samples
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 __all__ = [
     "AzureAuthenticationError",
@@ -248,9 +251,12 @@ def _make_workspace(conn: _Connection):
             credential=AzureKeyCredential(params.api_key), _from_connection_string=True,
             **common,
         )
+    credential: TokenCredential
     if conn.kind == "service_principal":
         from azure.identity import ClientSecretCredential
 
+        # AzureExecutor._connection sets all three for a service principal.
+        assert conn.tenant_id and conn.client_id and conn.secret
         credential = ClientSecretCredential(conn.tenant_id, conn.client_id, conn.secret,
                                             **_identity_kwargs(conn.authority))
     else:
@@ -526,6 +532,7 @@ class AzureExecutor(QuantumExecutor):
         fmt = target_format(self.backend_name)
         out: list[_Circuit] = []
         for circuit in circuits:
+            data: str | dict[str, Any] | None
             if fmt is None:
                 data = None  # _start names the targets this executor can use
             elif fmt.circuit == "openqasm2":
@@ -597,10 +604,11 @@ class AzureExecutor(QuantumExecutor):
             )
             found = by_name.get(name.lower())
             target = None if found is None else found[1]
+            fmt = target_format(name)
             problem = None
             if target is None:
                 problem = f"target {name!r} is not in workspace {_workspace_name(conn)!r}"
-            elif target_format(name) is None:
+            elif fmt is None:
                 problem = (
                     f"target {name!r} takes only formats qfleet does not send (QIR or "
                     f"provider-specific); AzureExecutor sends OpenQASM 2 to Quantinuum and "
@@ -611,7 +619,8 @@ class AzureExecutor(QuantumExecutor):
             if problem is None:
                 import azure.quantum.target as sdk_targets
 
-                cls = getattr(sdk_targets, target_format(name).sdk_class)
+                assert found is not None and fmt is not None  # else problem is set
+                cls = getattr(sdk_targets, fmt.sdk_class)
                 return cls.from_target_status(reg.workspace(conn), found[0], target)
             if age > 0 and not refreshed:
                 refreshed = True  # the cached list may be stale: ask once more

@@ -36,6 +36,7 @@ from qfleet.runtime.futures import LazyFuture
 from qfleet.sampling import (
     ALL_MEASUREMENTS,
     SAMPLING_MEASUREMENTS,
+    BatchShape,
     Capabilities,
     RawOutput,
     SamplingPlan,
@@ -253,7 +254,8 @@ class QuantumExecutor(BaseModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities()
+        """What the backend runs (default: a PennyLane simulator taking tapes as they are)."""
+        return SIMULATOR_CAPABILITIES
 
     @property
     def backend_description(self) -> str:
@@ -292,33 +294,35 @@ class QuantumExecutor(BaseModel):
     def check(self, tapes: Sequence[QuantumScript]) -> None:
         """Raise UnsupportedCircuitError if a tape needs something this executor lacks
         (the cluster asks before routing; nothing has been sent)."""
-        caps = self.capabilities
-        for tape in tapes:
-            reason = caps.why_not(tape)
-            if reason:
-                raise UnsupportedCircuitError(f"{self.label} cannot run this circuit: {reason}")
+        reason = self.why_not_shape(BatchShape.of(tapes))
+        if reason:
+            raise UnsupportedCircuitError(f"{self.label} cannot run this circuit: {reason}")
 
     def why_not(self, tapes: Sequence[QuantumScript]) -> str | None:
         """Why this executor cannot run ``tapes`` (after its own shots), or None."""
+        return self.why_not_shape(BatchShape.of(self.with_shots(tapes)))
+
+    def why_not_shape(self, shape: BatchShape) -> str | None:
+        """:meth:`why_not` for a batch's shape (its tapes with this executor's shots)."""
         caps = self.capabilities
-        for tape in self.with_shots(tapes):
+        for tape in shape.tapes:
             reason = caps.why_not(tape)
             if reason:
                 return reason
-            for op in tape.operations:
-                if not (op.has_matrix or op.has_decomposition or is_mid_circuit(op)) and not (
-                    self.supports_operation(op)
-                ):
-                    return (
-                        f"it cannot run {op.name}, which has neither a matrix nor a decomposition"
-                    )
+        for op in shape.operators:
+            if _needs_backend_support(op) and not self.supports_operation(op):
+                return f"it cannot run {op.name}, which has neither a matrix nor a decomposition"
         return None
 
-    def plan(self, tapes: Sequence[QuantumScript]) -> SamplingPlan:
-        """The sampling plan of ``tapes`` for this backend (caller's thread)."""
+    def plan(self, tapes: Sequence[QuantumScript], checked: bool = False) -> SamplingPlan:
+        """The sampling plan of ``tapes`` for this backend (caller's thread); ``checked``:
+        the tapes were already checked against this executor (a cluster routed them)."""
         caps = self.capabilities
         if caps.takes_tapes:
-            self.check(tapes)
+            # A full PennyLane simulator judges the tapes itself (DeviceError, as on
+            # default.qubit); limits declared on top of it are checked here.
+            if not checked and caps is not SIMULATOR_CAPABILITIES:
+                self.check(tapes)
             return SamplingPlan.passthrough(tapes)
         return SamplingPlan.build(
             tapes,
@@ -328,9 +332,10 @@ class QuantumExecutor(BaseModel):
             seed=getattr(self, "seed", None),
         )
 
-    def prepare(self, tapes: Sequence[QuantumScript]) -> Prepared:
-        """Apply shots, plan and translate ``tapes`` (caller's thread)."""
-        plan = self.plan(self.with_shots(tapes))
+    def prepare(self, tapes: Sequence[QuantumScript], checked: bool = False) -> Prepared:
+        """Apply shots, plan and translate ``tapes`` (caller's thread); ``checked``: see
+        :meth:`plan`."""
+        plan = self.plan(self.with_shots(tapes), checked=checked)
         try:
             payload = self.translate(plan.circuits)
         except Exception as exc:
@@ -580,6 +585,22 @@ class QuantumExecutor(BaseModel):
     def run_circuit_sync(self, tape: QuantumScript) -> Any:
         """Sync wrapper of :meth:`run_circuit`."""
         return self.execute([tape])[0]
+
+
+#: The capabilities of a PennyLane simulator (built once: asked on every batch's path).
+SIMULATOR_CAPABILITIES = Capabilities()
+
+_support_by_type: dict[type, bool] = {}
+
+
+def _needs_backend_support(op: Any) -> bool:
+    """True for operators no gate set reaches (no matrix, no decomposition): noise
+    channels, state preparations; cached per operator class."""
+    needs = _support_by_type.get(type(op))
+    if needs is None:
+        needs = not (op.has_matrix or op.has_decomposition or is_mid_circuit(op))
+        _support_by_type[type(op)] = needs
+    return needs
 
 
 def _without_secrets(value: Any) -> Any:

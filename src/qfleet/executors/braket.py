@@ -109,7 +109,7 @@ def _make_simulator(device: str, seed: int | None):
         return LocalSimulator(device)
     from braket.default_simulator import DensityMatrixSimulator, StateVectorSimulator
 
-    base = StateVectorSimulator if device == "braket_sv" else DensityMatrixSimulator
+    base: type[Any] = StateVectorSimulator if device == "braket_sv" else DensityMatrixSimulator
 
     class _Seeded(base):
         # Braket draws shots from the simulation's private generator (a fresh
@@ -149,7 +149,7 @@ def _simulate(
             simulator = cache[key] = _make_simulator(device, seed)
     model = _noise_model(noise)
     dm = device == "braket_dm"
-    outputs = []
+    outputs: list[Samples | State] = []
     for program in programs:
         source = program.source
         if model is not None:

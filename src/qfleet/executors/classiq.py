@@ -122,7 +122,9 @@ def _use_client(host: str | None, token: str | None) -> None:
 
     base = config_module.init([])
     conf = config_module.Configuration(
-        host=host or str(base.host), ide=base.ide, should_check_host=base.should_check_host,
+        # pydantic validates the str into AnyHttpUrl; without its mypy plugin mypy expects one
+        host=host or str(base.host),  # type: ignore[arg-type]
+        ide=base.ide, should_check_host=base.should_check_host,
         mode=base.mode, text_only=base.text_only, auth=base.auth,
     )
     client = client_module.Client(conf)
@@ -550,10 +552,12 @@ def _classiq_observable(terms: tuple, num_qubits: int) -> Any:
     num_qubits = max(num_qubits, 1 + max((i for _, word in terms for i, _ in word), default=0))
     built = []
     for coeff, word in terms:
+        # QMod structs annotate fields with classical types (CInt, CArray) that take Python
+        # values at runtime; classiq's annotations do not say so.
         paulis = [IndexedPauli(pauli=getattr(Pauli, p), index=i) for i, p in word] or [
-            IndexedPauli(pauli=Pauli.I, index=0)
+            IndexedPauli(pauli=Pauli.I, index=0)  # type: ignore[arg-type]
         ]
-        built.append(SparsePauliTerm(paulis=paulis, coefficient=coeff))
+        built.append(SparsePauliTerm(paulis=paulis, coefficient=coeff))  # type: ignore[arg-type]
     return SparsePauliOp(terms=built, num_qubits=num_qubits)
 
 

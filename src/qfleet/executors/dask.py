@@ -321,7 +321,9 @@ class DaskExecutor(QuantumExecutor):
         try:
             client = await Client(cluster, asynchronous=True, set_as_default=False)
         except BaseException:
-            await cluster.close()
+            closing = cluster.close()
+            if closing is not None:  # always, for an asynchronous cluster
+                await closing
             raise
         return _Connection(client, cluster)
 

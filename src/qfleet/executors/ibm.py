@@ -347,8 +347,8 @@ class QiskitExecutor(QuantumExecutor):
 
     # -- phase 1: caller's thread --------------------------------------------------------
 
-    def prepare(self, tapes: Sequence[QuantumScript]) -> Prepared:
-        prepared = super().prepare(tapes)
+    def prepare(self, tapes: Sequence[QuantumScript], checked: bool = False) -> Prepared:
+        prepared = super().prepare(tapes, checked=checked)
         if self.single_job or prepared.plan is None:
             return prepared
         # One Runtime job per tape: the plan knows which circuits each tape became.

@@ -31,7 +31,7 @@ from pydantic import Field, ValidationError
 from qfleet.circuits.cqasm import CqasmProgram, CqasmTarget, native_gates, to_cqasm3
 from qfleet.errors import ExecutorError, ExecutorTimeoutError
 from qfleet.executors.base import SAMPLING_MEASUREMENTS, Capabilities, QuantumExecutor
-from qfleet.sampling import Counts, RawOutput, Samples
+from qfleet.sampling import Counts, RawOutput, Samples, SamplingPlan
 
 #: Seconds within which a 2300 publishes its state again (it does at least once a second).
 _HEARTBEAT_S = 1.2
@@ -228,9 +228,9 @@ class Executor2300(QuantumExecutor):
             self._runtime[key] = static
         return static
 
-    def plan(self, tapes: Sequence[QuantumScript]):
+    def plan(self, tapes: Sequence[QuantumScript], checked: bool = False) -> SamplingPlan:
         self.static()  # the capabilities (gate set, qubits) are the 2300's own
-        return super().plan(tapes)
+        return super().plan(tapes, checked=checked)
 
     def translate(self, circuits: tuple[QuantumScript, ...]) -> _Payload:
         static = self.static()
@@ -452,6 +452,7 @@ class Executor2300(QuantumExecutor):
             running.terminated.set()
 
     async def collect(self, job: _Running) -> list[tuple[CqasmProgram, Any]]:
+        assert job.task is not None  # submit sets it before returning the job
         return await job.task
 
     async def cancel(self, job: _Running) -> None:

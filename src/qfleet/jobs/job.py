@@ -28,10 +28,13 @@ import socket
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qfleet.errors import QFleetError
 from qfleet.jobs.store import FINAL, JobStore, Owner
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 # -- errors -------------------------------------------------------------------------------
 
@@ -285,7 +288,7 @@ def _active_run(job_id: str) -> _Run | None:
 # -- executor specs (configuration without secrets) ---------------------------------------
 
 
-def _is_secret(cls: type, name: str, value: Any) -> bool:
+def _is_secret(cls: type[BaseModel], name: str, value: Any) -> bool:
     from pydantic import SecretStr
 
     if isinstance(value, SecretStr):
@@ -587,7 +590,7 @@ class ExecutionJob:
 
     @property
     def start_time(self) -> datetime:
-        return _ts(self._row["created_at"])
+        return datetime.fromtimestamp(self._row["created_at"], tz=UTC)  # NOT NULL in the store
 
     created_at = start_time
 
@@ -745,18 +748,18 @@ class ExecutionJob:
     def _saved_results(self) -> list[SavedResult]:
         data = self._results_json()
         if data["kind"] == "sample":
-            values = [
+            samples = [
                 SampleResult(i["counts"], i["num_shots"], i["parameters"]) for i in data["items"]
             ]
             if self.is_batch:
-                return [SavedResult("result", values, "MultipleExecutionDetails")]
-            return [SavedResult("result", values[0], "ExecutionDetails")]
-        values = [
+                return [SavedResult("result", samples, "MultipleExecutionDetails")]
+            return [SavedResult("result", samples[0], "ExecutionDetails")]
+        estimates = [
             EstimationResult(i["value"], i["num_shots"], i["parameters"]) for i in data["items"]
         ]
         if self.is_batch:
-            return [SavedResult("result", values, "EstimationResults")]
-        return [SavedResult("result", values[0], "EstimationResult")]
+            return [SavedResult("result", estimates, "EstimationResults")]
+        return [SavedResult("result", estimates[0], "EstimationResult")]
 
     def _values(self, kind: str, timeout_sec: float | None) -> list[Any]:
         if self.kind != kind:

@@ -27,7 +27,7 @@ from pennylane.typing import PostprocessingFn
 from qfleet.cluster import QuantumCluster
 from qfleet.config import executor_classes, load_config
 from qfleet.errors import ConfigError
-from qfleet.executors import QuantumExecutor, RunMetadata
+from qfleet.executors import BatchResult, QuantumExecutor, RunMetadata
 from qfleet.sampling import SHOTS_ONLY_MEASUREMENTS, measurement_kind
 
 ExecutorsLike = QuantumExecutor | Sequence[QuantumExecutor] | None
@@ -189,7 +189,7 @@ class QFleetDevice(Device):
             self._track(circuits, results)
         return tuple(results)
 
-    def _track(self, circuits: Sequence[QuantumScript], results: Sequence[Any]) -> None:
+    def _track(self, circuits: Sequence[QuantumScript], results: BatchResult) -> None:
         # What default.qubit records (less its "simulations"), plus the executor that ran.
         self.tracker.update(batches=1, executor=results.metadata.executor)
         self.tracker.record()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 from pennylane.workflow import QNode, construct_batch
 
@@ -94,6 +94,28 @@ def _adopt(plain: QNode, template: QElectron) -> QElectron:
     return electron
 
 
+@overload
+def qelectron(
+    qnode: QNode,
+    *,
+    executors: QuantumExecutor | Sequence[QuantumExecutor] | None = None,
+    selector: str | Callable = "cyclic",
+    name: str | None = None,
+    description: str | None = None,
+) -> QElectron: ...
+
+
+@overload
+def qelectron(
+    qnode: None = None,
+    *,
+    executors: QuantumExecutor | Sequence[QuantumExecutor] | None = None,
+    selector: str | Callable = "cyclic",
+    name: str | None = None,
+    description: str | None = None,
+) -> Callable[[QNode], QElectron]: ...
+
+
 def qelectron(
     qnode: QNode | None = None,
     *,
@@ -139,7 +161,8 @@ def qelectron(
         changes["diff_method"] = "parameter-shift"
     electron = QElectron.__new__(QElectron)
     electron.__dict__.update(QNode.update(qnode, **changes).__dict__)
-    electron.qelectron_name = name or getattr(qnode, "__name__", "qelectron")
+    # `name if name else`, not `name or`: mypy would keep None in the type of the latter.
+    electron.qelectron_name = name if name else getattr(qnode, "__name__", "qelectron")
     electron.description = description
     return electron
 

@@ -7,7 +7,7 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Self
 
 from qfleet.runtime.caller import CallerThread
 from qfleet.runtime.dispatcher import get_dispatcher
@@ -56,7 +56,7 @@ class LazyFuture(concurrent.futures.Future):
         return super().result(0)
 
     @classmethod
-    def start(cls, coro: Coroutine[Any, Any, Any], finish: Callable[[Any], Any]) -> LazyFuture:
+    def start(cls, coro: Coroutine[Any, Any, Any], finish: Callable[[Any], Any]) -> Self:
         """Start ``coro`` on the background loop; the future's waiters serve its tape work."""
         caller = CallerThread()
         return cls(get_dispatcher().submit(caller.bind(coro)), finish, caller)

@@ -5,6 +5,7 @@ from qfleet.sampling.capabilities import (
     ALL_MEASUREMENTS,
     SAMPLING_MEASUREMENTS,
     SHOTS_ONLY_MEASUREMENTS,
+    BatchShape,
     Capabilities,
 )
 from qfleet.sampling.kinds import measurement_kind
@@ -23,6 +24,7 @@ __all__ = [
     "ALL_MEASUREMENTS",
     "SAMPLING_MEASUREMENTS",
     "SHOTS_ONLY_MEASUREMENTS",
+    "BatchShape",
     "Capabilities",
     "Counts",
     "RawOutput",

@@ -7,7 +7,9 @@ a batch only to members that can run it, before anything is sent.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
+from typing import Any
 
 from pennylane.tape import QuantumScript
 from pydantic import BaseModel, ConfigDict, Field
@@ -124,6 +126,29 @@ class Capabilities(BaseModel):
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchShape:
+    """What a capability check needs from a batch, gathered in one pass: one tape per
+    distinct (wires, shots, measurement classes) and one operator per operator class.
+
+    A gradient's hundreds of shifted tapes have one shape, so a cluster judges each
+    member on a handful of tapes instead of all of them.
+    """
+
+    tapes: tuple[QuantumScript, ...]
+    operators: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, tapes: Iterable[QuantumScript]) -> BatchShape:
+        shapes: dict[tuple, QuantumScript] = {}
+        operators: dict[type, Any] = {}
+        for tape in tapes:
+            key = (len(tape.wires), tape.shots.total_shots, *map(type, tape.measurements))
+            shapes.setdefault(key, tape)
+            operators.update(zip(map(type, tape.operations), tape.operations, strict=True))
+        return cls(tuple(shapes.values()), tuple(operators.values()))
+
+
 def _names(kinds: Iterable[str]) -> str:
     return ", ".join(f"{k}()" for k in sorted(kinds))
 
@@ -132,5 +157,6 @@ __all__ = [
     "ALL_MEASUREMENTS",
     "SAMPLING_MEASUREMENTS",
     "SHOTS_ONLY_MEASUREMENTS",
+    "BatchShape",
     "Capabilities",
 ]

@@ -32,7 +32,14 @@ def measurement_kind(mp: Any) -> str:
         >>> measurement_kind(qml.expval(qml.Z(0)))
         'expval'
     """
-    for cls in type(mp).__mro__:
-        if cls.__name__ in _KINDS:
-            return _KINDS[cls.__name__]
-    return type(mp).__name__.removesuffix("MP").lower()
+    kind = _by_type.get(type(mp))
+    if kind is None:  # once per measurement class: this is on every tape's path
+        kind = next(
+            (_KINDS[cls.__name__] for cls in type(mp).__mro__ if cls.__name__ in _KINDS),
+            type(mp).__name__.removesuffix("MP").lower(),
+        )
+        _by_type[type(mp)] = kind
+    return kind
+
+
+_by_type: dict[type, str] = {}

@@ -128,6 +128,8 @@ class SamplingPlan:
     @property
     def shots_used(self) -> tuple[int | None, ...]:
         """Per original tape: the shots its circuits ran (None: exact)."""
+        if self.is_passthrough:
+            return tuple(t.shots.total_shots if t.shots else None for t in self.tapes)
         used = []
         for entry in self.planned:
             circuits = self.circuits[entry.start : entry.stop]
@@ -139,8 +141,7 @@ class SamplingPlan:
     def passthrough(cls, tapes: Sequence[QuantumScript]) -> SamplingPlan:
         """The plan of a backend that runs PennyLane tapes itself: raw output = results."""
         tapes = tuple(tapes)
-        planned = tuple(_Planned(i, i + 1, _first) for i in range(len(tapes)))
-        return cls(tapes, tapes, tapes, planned, is_passthrough=True)
+        return cls(tapes, tapes, tapes, (), is_passthrough=True)
 
     @classmethod
     def build(
@@ -191,6 +192,8 @@ class SamplingPlan:
         """PennyLane results of the original tapes from one raw output per circuit."""
         if len(raw) != len(self.circuits):
             raise ValueError(f"got {len(raw)} outputs for {len(self.circuits)} circuits")
+        if self.is_passthrough:
+            return tuple(raw)
         rng = np.random.default_rng(self.seed)
         values = [
             None if reader is None else _read(reader, circuit, output, rng)
