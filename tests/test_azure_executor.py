@@ -39,12 +39,16 @@ from qfleet.executors.azure import (
 from everyday import CASES, check_case
 from standins.azure_quantum import AzureStack, azurite_command
 from standins.helpers import (
+    ANGLES,
+    RY_QASM,
     SHOTS,
     X,
     assert_close,
     exact,
     qnode,
+    ry_reference,
     run_without_extra,
+    submit_then_kill,
     wait_for,
 )
 
@@ -527,61 +531,6 @@ def test_ionq_hardware_histogram_is_turned_back_into_its_counts(server):
 
 # -- kill -9, then re-attached by Azure job id ----------------------------------------------
 
-RY_QASM = (
-    'OPENQASM 3.0; include "stdgates.inc"; input float t; qubit[1] q; bit[1] c; '
-    "ry(t) q[0]; c = measure q;"
-)
-ANGLES = (0.7, 2.0)
-
-
-def _reference(kind: str, t: float) -> float:
-    """default.qubit's exact value: P(1) for sample jobs, <I + 2 Z + X> for estimate jobs."""
-
-    @qml.qnode(qml.device("default.qubit", wires=1))
-    def circuit():
-        qml.RY(t, 0)
-        if kind == "sample":
-            return qml.probs(wires=0)
-        return qml.expval(qml.Identity(0) + 2 * qml.Z(0) + qml.X(0))
-
-    out = circuit()
-    return float(out[1] if kind == "sample" else out)
-
-
-def _submit_then_kill(code: str, stack, *, expected_jobs: int) -> tuple[str, list[str]]:
-    """Run ``code`` (it prints {"id": <qfleet job id>}) in a child process, wait until the
-    stand-in holds its ``expected_jobs`` Azure jobs (waiting) and the job store has their
-    ids, then kill -9 the child. Returns (qfleet job id, backend job ids)."""
-    import signal
-    import subprocess
-    import sys
-
-    import qfleet as qf
-    from qfleet.jobs import JobStatus
-
-    victim = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = victim.stdout.readline()
-        assert line, victim.stderr.read()[-3000:] if victim.poll() is not None else "no output"
-        job_id = json.loads(line)["id"]
-        job = qf.ExecutionJob.from_id(job_id)
-        deadline = time.monotonic() + 120
-        while not job.backend_job_ids and time.monotonic() < deadline and victim.poll() is None:
-            time.sleep(0.1)
-            job._refresh()
-        remote_ids = job.backend_job_ids
-        assert len(remote_ids) == expected_jobs, (remote_ids, victim.poll())
-        assert job.status is JobStatus.RUNNING and job._row["owner_pid"] == victim.pid
-        held = {j["id"]: j["status"] for j in stack.jobs()}
-        assert all(held[i] == "Waiting" for i in remote_ids)  # accepted, not finished
-    finally:
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(10)
-        victim.stdout.close()
-        victim.stderr.close()
-    return job_id, remote_ids
 
 
 @pytest.mark.parametrize("kind,target", [("sample", QUANTINUUM), ("estimate", IONQ)])
@@ -617,7 +566,10 @@ def test_kill_9_then_reattached_by_azure_job_ids(server, kind, target, tmp_path,
         time.sleep(300)
     """
     per_set = 1 if kind == "sample" else 2
-    job_id, remote_ids = _submit_then_kill(code, server, expected_jobs=per_set * len(ANGLES))
+    job_id, remote_ids = submit_then_kill(
+        code, lambda: {j["id"]: j["status"] for j in server.jobs()}, "Waiting",
+        expected_jobs=per_set * len(ANGLES),
+    )
     assert sorted(j["id"] for j in server.jobs()) == sorted(remote_ids)
 
     # This process takes the job over. The executor is rebuilt from the job store, which
@@ -644,7 +596,7 @@ def test_kill_9_then_reattached_by_azure_job_ids(server, kind, target, tmp_path,
         results = job.get_batch_estimate_result(timeout_sec=120)
         got = [r.value for r in results]
     for value, t in zip(got, ANGLES, strict=True):
-        want = _reference(kind, t)
+        want = ry_reference(kind, t)
         # ionq.simulator returns exact probabilities; Quantinuum's emulator samples
         sigma = np.sqrt(0.25 / shots) if kind == "sample" else np.sqrt((4 + 1) / shots)
         assert abs(value - want) < 5 * sigma, (value, want)

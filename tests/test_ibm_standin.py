@@ -26,7 +26,17 @@ requests = pytest.importorskip("requests")
 from qfleet.errors import ExecutorError, ExecutorTimeoutError  # noqa: E402
 from qfleet.executors import QiskitExecutor  # noqa: E402
 from qfleet.executors.ibm import IBMAuthenticationError, IBMJobError, close_sessions  # noqa: E402
-from standins.helpers import X, assert_close, exact, qnode, wait_for  # noqa: E402
+from standins.helpers import (  # noqa: E402
+    ANGLES,
+    RY_QASM,
+    X,
+    assert_close,
+    exact,
+    qnode,
+    ry_reference,
+    submit_then_kill,
+    wait_for,
+)
 from standins.process import ControlChannel, start_port, stop  # noqa: E402
 
 STANDIN = Path(__file__).parent / "standins" / "ibm_runtime.py"
@@ -279,62 +289,6 @@ def test_sessions_close_at_interpreter_exit(standin):
 
 # -- re-attaching by Runtime job id ------------------------------------------------------------
 
-RY_QASM = (
-    'OPENQASM 3.0; include "stdgates.inc"; input float t; qubit[1] q; bit[1] c; '
-    "ry(t) q[0]; c = measure q;"
-)
-ANGLES = (0.7, 2.0)
-
-
-def _reference(kind: str, t: float) -> float:
-    """default.qubit's exact value: P(1) for sample jobs, <I + 2 Z + X> for estimate jobs."""
-
-    @qml.qnode(qml.device("default.qubit", wires=1))
-    def circuit():
-        qml.RY(t, 0)
-        if kind == "sample":
-            return qml.probs(wires=0)
-        return qml.expval(qml.Identity(0) + 2 * qml.Z(0) + qml.X(0))
-
-    out = circuit()
-    return float(out[1] if kind == "sample" else out)
-
-
-def _submit_then_kill(code: str, stand_in: StandIn, *, expected_jobs: int) -> tuple[str, list[str]]:
-    """Run ``code`` (it prints {"id": <qfleet job id>}) in a child process, wait until the
-    stand-in holds its ``expected_jobs`` Runtime jobs (queued) and the job store has their
-    ids, then kill -9 the child. Returns (qfleet job id, backend job ids)."""
-    import json
-    import signal
-    import textwrap
-    import time
-
-    import qfleet as qf
-    from qfleet.jobs import JobStatus
-
-    victim = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = victim.stdout.readline()
-        assert line, victim.stderr.read()[-3000:] if victim.poll() is not None else "no output"
-        job_id = json.loads(line)["id"]
-        job = qf.ExecutionJob.from_id(job_id)
-        deadline = time.monotonic() + 120
-        while not job.backend_job_ids and time.monotonic() < deadline and victim.poll() is None:
-            time.sleep(0.1)
-            job._refresh()
-        remote_ids = job.backend_job_ids
-        assert len(remote_ids) == expected_jobs, (remote_ids, victim.poll())
-        assert job.status is JobStatus.RUNNING and job._row["owner_pid"] == victim.pid
-        held = {j["id"]: j["status"] for j in stand_in.jobs()}
-        assert all(held[i] == "Queued" for i in remote_ids)  # accepted, not finished
-    finally:
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(10)
-        victim.stdout.close()
-        victim.stderr.close()
-    return job_id, remote_ids
 
 
 @pytest.mark.parametrize("kind", ["sample", "estimate"])
@@ -364,7 +318,10 @@ def test_kill_9_then_reattached_by_runtime_job_ids(server, kind, tmp_path, monke
         print(json.dumps({{"id": job.id}}), flush=True)
         time.sleep(300)
     """
-    job_id, remote_ids = _submit_then_kill(code, server, expected_jobs=len(ANGLES))
+    job_id, remote_ids = submit_then_kill(
+        code, lambda: {j["id"]: j["status"] for j in server.jobs()}, "Queued",
+        expected_jobs=len(ANGLES),
+    )
     before = server.jobs()
     assert sorted(j["id"] for j in before) == sorted(remote_ids)
     assert [j["num_pubs"] for j in before] == [1 if kind == "sample" else 2] * len(ANGLES)
@@ -382,7 +339,7 @@ def test_kill_9_then_reattached_by_runtime_job_ids(server, kind, tmp_path, monke
         results = job.get_batch_estimate_result(timeout_sec=120)
         got = [r.value for r in results]
     for value, t in zip(got, ANGLES, strict=True):
-        want = _reference(kind, t)
+        want = ry_reference(kind, t)
         # P(1): binomial noise; I + 2Z + X: two independent bases, |2Z| and |X| <= 2 and 1
         sigma = np.sqrt(0.25 / shots) if kind == "sample" else np.sqrt((4 + 1) / shots)
         assert abs(value - want) < 5 * sigma, (value, want)

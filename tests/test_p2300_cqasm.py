@@ -10,9 +10,9 @@ import pennylane as qml
 import pytest
 from pennylane.tape import QuantumScript
 
-from qfleet.circuits import sampling_tapes
-from qfleet.circuits.cqasm import CQASM3_GATES, CqasmTarget, to_cqasm3
+from qfleet.circuits.cqasm import CQASM3_GATES, CqasmTarget, native_gates, to_cqasm3
 from qfleet.errors import UnsupportedCircuitError
+from qfleet.sampling import Capabilities, SamplingPlan
 
 cq = pytest.importorskip("cqasm.v3x")
 qxelarator = pytest.importorskip("qxelarator")
@@ -136,9 +136,12 @@ def test_measurement_basis_and_split():
     tape = QuantumScript([qml.RY(0.4, 0)], [qml.expval(qml.X(0)), qml.expval(qml.Z(0))], shots=10)
     with pytest.raises(UnsupportedCircuitError, match="computational basis"):
         to_cqasm3(tape)
-    split, _ = sampling_tapes([tape])
-    for t in split:
-        analyze(to_cqasm3(t).text)
+    caps = Capabilities(analytic=False, native_gates=native_gates(CqasmTarget()),
+                        mid_circuit_measurements=False)
+    plan = SamplingPlan.build([tape], caps)
+    assert len(plan.circuits) == 2  # X and Z do not commute
+    for circuit in plan.circuits:
+        analyze(to_cqasm3(circuit).text)
 
 
 @pytest.mark.parametrize(

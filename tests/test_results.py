@@ -15,10 +15,8 @@ from conftest import binomial_tol, exact_results
 from pennylane.tape import QuantumScript
 
 from qfleet.circuits import (
-    result_from_counts,
     result_from_samples,
     samples_from_counts,
-    sampling_tapes,
 )
 from qfleet.errors import UnsupportedCircuitError
 
@@ -116,30 +114,6 @@ def test_sampled_values_agree_with_exact_within_shot_noise():
     assert abs(expval - exact_expval) < 5 * np.sqrt((1 - exact_expval**2) / shots)
 
 
-def test_result_from_counts_equals_result_from_samples():
-    samples = draw_samples(500, seed=8)
-    counts = Counter("".join(str(b) for b in row) for row in samples)
-    tape = QuantumScript(
-        OPS,
-        [
-            qml.expval(qml.Z(0) @ qml.Z(2)),
-            qml.var(qml.Z(1)),
-            qml.probs(wires=[2, 0]),
-            qml.counts(wires=[1]),
-        ],
-        shots=500,
-    )
-    from_counts = result_from_counts(tape, counts)
-    from_samples = result_from_samples(tape, samples)
-    for got, want in zip(from_counts, from_samples):
-        if isinstance(want, dict):
-            assert {str(k): int(v) for k, v in got.items()} == {
-                str(k): int(v) for k, v in want.items()
-            }
-        else:
-            np.testing.assert_allclose(got, want, atol=1e-12)
-
-
 def test_wire_order_of_samples_follows_tape_wires():
     # Tape wires in first-use order: "b" first, then "a".
     tape = QuantumScript(
@@ -148,9 +122,6 @@ def test_wire_order_of_samples_follows_tape_wires():
     assert list(tape.wires) == ["b", "a"]
     samples = np.tile([[1, 0]], (10, 1))  # columns: b=1, a=0
     prob_a, prob_b = result_from_samples(tape, samples)
-    np.testing.assert_allclose(prob_a, [1.0, 0.0])
-    np.testing.assert_allclose(prob_b, [0.0, 1.0])
-    prob_a, prob_b = result_from_counts(tape, {"10": 10})
     np.testing.assert_allclose(prob_a, [1.0, 0.0])
     np.testing.assert_allclose(prob_b, [0.0, 1.0])
 
@@ -177,25 +148,12 @@ def test_analytic_tapes_are_rejected():
     tape = QuantumScript(OPS, [qml.expval(qml.Z(0))])
     with pytest.raises(UnsupportedCircuitError, match="this backend samples; set shots"):
         result_from_samples(tape, draw_samples(10))
-    with pytest.raises(UnsupportedCircuitError, match="set shots"):
-        result_from_counts(tape, {"000": 10})
 
 
 def test_wrong_number_of_shots():
     tape = QuantumScript(OPS, [qml.expval(qml.Z(0))], shots=10)
     with pytest.raises(ValueError, match="backend returned 9 samples for 10 shots"):
         result_from_samples(tape, draw_samples(9))
-    with pytest.raises(ValueError, match="backend returned 11 counts for 10 shots"):
-        result_from_counts(tape, {"000": 6, "111": 5})
-
-
-def test_counts_cannot_give_per_shot_results():
-    for tape in (
-        QuantumScript(OPS, [qml.expval(qml.Z(0))], shots=[5, 5]),
-        QuantumScript(OPS, [qml.sample(wires=[0])], shots=10),
-    ):
-        with pytest.raises(UnsupportedCircuitError, match="need per-shot results"):
-            result_from_counts(tape, {"000": 10})
 
 
 def test_samples_from_counts_preserves_the_histogram():
@@ -206,22 +164,3 @@ def test_samples_from_counts_preserves_the_histogram():
     assert samples_from_counts({}, 2).shape == (0, 2)
     with pytest.raises(ValueError, match="bitstrings have 3 bits, expected 2"):
         samples_from_counts(counts, 2)
-
-
-def test_sampling_tapes_split_and_diagonalize_non_commuting_measurements():
-    tape = QuantumScript(
-        OPS,
-        [qml.expval(qml.X(0)), qml.expval(qml.Z(0)), qml.var(qml.Y(1)), qml.probs(wires=[2])],
-        shots=100,
-    )
-    tapes, postprocess = sampling_tapes([tape])
-    assert len(tapes) >= 2  # X0 and Z0 do not commute: at least two circuits
-    for t in tapes:
-        for mp in t.measurements:
-            # every observable is diagonal (made of Z and identities) after the rotations
-            assert mp.obs is None or all(set(pw.values()) <= {"Z"} for pw in mp.obs.pauli_rep)
-    # Running the measured tapes exactly and recombining gives the original exact results.
-    recombined = postprocess(exact_results(tapes))[0]
-    want = exact_results([tape])[0]
-    for got, expected in zip(recombined, want):
-        np.testing.assert_allclose(got, expected, atol=1e-10)

@@ -86,3 +86,66 @@ def run_without_extra(blocked: tuple[str, ...], prefix: str, executor: str, tape
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+# -- kill -9 of a process running a durable job, for the re-attach tests --------------------
+
+#: A one-parameter OpenQASM 3 program for durable jobs, and the parameter sets it runs.
+RY_QASM = (
+    'OPENQASM 3.0; include "stdgates.inc"; input float t; qubit[1] q; bit[1] c; '
+    "ry(t) q[0]; c = measure q;"
+)
+ANGLES = (0.7, 2.0)
+
+
+def ry_reference(kind: str, t: float) -> float:
+    """default.qubit's exact value: P(1) for sample jobs, <I + 2 Z + X> for estimate jobs."""
+
+    @qml.qnode(qml.device("default.qubit", wires=1))
+    def circuit():
+        qml.RY(t, 0)
+        if kind == "sample":
+            return qml.probs(wires=0)
+        return qml.expval(qml.Identity(0) + 2 * qml.Z(0) + qml.X(0))
+
+    out = circuit()
+    return float(out[1] if kind == "sample" else out)
+
+
+def submit_then_kill(
+    code: str, held_statuses, held: str, *, expected_jobs: int
+) -> tuple[str, list[str]]:
+    """Run ``code`` (it prints {"id": <qfleet job id>}) in a child process, wait until the
+    stand-in holds its ``expected_jobs`` backend jobs (``held_statuses()`` maps backend job id
+    -> status; each must be ``held``) and the job store has their ids, then kill -9 the
+    child. Returns (qfleet job id, backend job ids)."""
+    import json
+    import os
+    import signal
+
+    import qfleet as qf
+    from qfleet.jobs import JobStatus
+
+    victim = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = victim.stdout.readline()
+        assert line, victim.stderr.read()[-3000:] if victim.poll() is not None else "no output"
+        job_id = json.loads(line)["id"]
+        job = qf.ExecutionJob.from_id(job_id)
+        deadline = time.monotonic() + 120
+        while not job.backend_job_ids and time.monotonic() < deadline and victim.poll() is None:
+            time.sleep(0.1)
+            job = qf.ExecutionJob.from_id(job_id)
+        remote_ids = job.backend_job_ids
+        assert len(remote_ids) == expected_jobs, (remote_ids, victim.poll())
+        assert job.status is JobStatus.RUNNING
+        statuses = held_statuses()
+        assert all(statuses[i] == held for i in remote_ids)  # accepted, not finished
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        victim.stdout.close()
+        victim.stderr.close()
+    return job_id, remote_ids

@@ -5,17 +5,13 @@ Counts- and sample-based backends turn their output into PennyLane results here,
 
 from qfleet.circuits.qasm import QASM2_GATES, to_openqasm2
 from qfleet.circuits.results import (
-    result_from_counts,
     result_from_samples,
     samples_from_counts,
-    sampling_tapes,
 )
 
 __all__ = [
     "QASM2_GATES",
-    "result_from_counts",
     "result_from_samples",
     "samples_from_counts",
-    "sampling_tapes",
     "to_openqasm2",
 ]

@@ -332,7 +332,7 @@ def to_cqasm3(
     """cQASM 3.0 for ``tape``, for ``target`` (None: any 2300 with enough qubits).
 
     The tape's measurements must already be in the computational basis (pass it through
-    :func:`qfleet.circuits.sampling_tapes`). Every declared qubit is measured.
+    :class:`qfleet.sampling.SamplingPlan`). Every declared qubit is measured.
 
     Example:
         >>> print(to_cqasm3(QuantumScript([qml.H(0), qml.CNOT([0, 1])], [qml.probs()])))

@@ -56,7 +56,7 @@ def to_ionq_circuit(tape: QuantumScript) -> dict[str, Any]:
 
     Qubit ``i`` is ``tape.wires[i]``; IonQ measures all qubits at the end, so the tape's
     measurements must already be in the computational basis (pass it through
-    :func:`qfleet.circuits.sampling_tapes`). Gates IonQ lacks are decomposed; global phases
+    :class:`qfleet.sampling.SamplingPlan`). Gates IonQ lacks are decomposed; global phases
     are dropped (they change no measurement).
 
     Example:

@@ -17,7 +17,7 @@ def to_openqasm2(tape: QuantumScript, precision: int | None = None) -> str:
     ``tape.wires[i]``.
 
     The tape's measurements must already be in the computational basis (pass it through
-    :func:`qfleet.circuits.sampling_tapes`). Global phases are dropped: they change no
+    :class:`qfleet.sampling.SamplingPlan`). Global phases are dropped: they change no
     measurement.
 
     Example:

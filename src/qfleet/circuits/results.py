@@ -14,23 +14,8 @@ import numpy as np
 import pennylane as qml
 from pennylane.devices.preprocess import validate_device_wires
 from pennylane.tape import QuantumScript
-from pennylane.transforms.core import CompilePipeline
 
 from qfleet.errors import UnsupportedCircuitError
-
-_SAMPLING = CompilePipeline()
-_SAMPLING.add_transform(qml.transforms.split_non_commuting)
-_SAMPLING.add_transform(qml.transforms.diagonalize_measurements)
-
-
-def sampling_tapes(tapes: Sequence[QuantumScript]) -> tuple[tuple[QuantumScript, ...], Any]:
-    """Tapes whose measurements are all in the computational basis, and the function that
-    recombines their results.
-
-    Non-commuting measurements are split first: exporting them to a sampling backend as one
-    circuit silently gives wrong results.
-    """
-    return _SAMPLING(tuple(tapes))
 
 
 def require_computational_basis(tape: QuantumScript) -> None:
@@ -42,8 +27,8 @@ def require_computational_basis(tape: QuantumScript) -> None:
         )
         if not diagonal:
             raise UnsupportedCircuitError(
-                f"{mp} is not in the computational basis; diagonalize measurements "
-                f"(qfleet.circuits.sampling_tapes) before exporting"
+                f"{mp} is not in the computational basis; export the circuits of a "
+                f"qfleet.sampling.SamplingPlan (they measure in the computational basis)"
             )
 
 
@@ -103,28 +88,6 @@ def result_from_samples(
         return mp.process_samples(samples, wire_order=wires, shot_range=shot_range)
 
     return _per_bin(tape, process)
-
-
-def result_from_counts(tape: QuantumScript, counts: Mapping[str, int]) -> Any:
-    """PennyLane's result for ``tape`` from a histogram {bitstring: count}.
-
-    Bitstrings list ``tape.wires`` in order, first wire first. A histogram has no shot
-    order, so shot vectors, ``sample`` and ``counts``-per-bin need per-shot data: use
-    :func:`result_from_samples` (or :func:`samples_from_counts` when order does not matter).
-    """
-    _check_sampled(tape)
-    total = sum(counts.values())
-    if total != tape.shots.total_shots:
-        raise ValueError(f"backend returned {total} counts for {tape.shots.total_shots} shots")
-    if tape.shots.has_partitioned_shots or any(
-        isinstance(mp, qml.measurements.SampleMP) for mp in tape.measurements
-    ):
-        raise UnsupportedCircuitError(
-            "shot vectors and qml.sample need per-shot results, which this backend did not "
-            "return; ask the executor for raw data or use counts/probs/expval"
-        )
-    wires = tape.wires
-    return _per_bin(tape, lambda mp, _: mp.process_counts(dict(counts), wire_order=wires))
 
 
 def samples_from_counts(

@@ -518,6 +518,23 @@ class QuantumExecutor(BaseModel):
         """The results, if ``prepare`` already computed them (nothing left to wait for)."""
         return None
 
+    def inline_results(
+        self, prepared: Prepared, outputs: Sequence[Any], submitted_at: float, seconds: float
+    ) -> BatchResult:
+        """Results of a batch simulated on the caller's thread (for ``completed_inline``)."""
+        return prepared.complete(
+            BatchResult(
+                outputs,
+                RunMetadata.model_construct(
+                    executor=self.label,
+                    backend=self.backend_description,
+                    num_circuits=prepared.num_circuits,
+                    execution_time=seconds,
+                    submitted_at=submitted_at,
+                ),
+            )
+        )
+
     def run_prepared_sync(self, prepared: Prepared) -> BatchResult:
         """Run a prepared batch from synchronous code (through the background loop)."""
         done = self.completed_inline(prepared)

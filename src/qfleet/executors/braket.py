@@ -30,7 +30,6 @@ from qfleet.executors.base import (
     Capabilities,
     Prepared,
     QuantumExecutor,
-    RunMetadata,
 )
 from qfleet.sampling import SAMPLING_MEASUREMENTS, Samples, State
 
@@ -330,15 +329,4 @@ class BraketLocalExecutor(QuantumExecutor):
         _, inline = prepared.payload
         if inline is None or self.max_concurrent or self.rate:
             return None
-        return prepared.complete(
-            BatchResult(
-                inline.outputs,
-                RunMetadata.model_construct(
-                    executor=self.label,
-                    backend=self.backend_description,
-                    num_circuits=prepared.num_circuits,
-                    execution_time=inline.seconds,
-                    submitted_at=inline.submitted_at,
-                ),
-            )
-        )
+        return self.inline_results(prepared, inline.outputs, inline.submitted_at, inline.seconds)

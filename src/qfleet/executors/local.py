@@ -17,7 +17,7 @@ from pennylane.tape import QuantumScript
 from pydantic import Field, field_validator
 
 from qfleet.errors import ConfigError
-from qfleet.executors.base import BatchResult, Prepared, QuantumExecutor, RunMetadata
+from qfleet.executors.base import BatchResult, Prepared, QuantumExecutor
 from qfleet.runtime.queuing import make_queuing_thread_safe
 
 
@@ -211,16 +211,6 @@ class LocalExecutor(QuantumExecutor):
     def completed_inline(self, prepared: Prepared) -> BatchResult | None:
         if self.parallel is not None or self.latency or self.max_concurrent or self.rate:
             return None
-        # Fast path: results were computed in translate(); no loop round trip (and no
-        # finish step: a simulator already returns PennyLane results).
+        # Fast path: results were computed in translate(); no loop round trip.
         run: _InlineRun = prepared.payload
-        return BatchResult(
-            run.results,
-            RunMetadata.model_construct(
-                executor=self.label,
-                backend=self.device,
-                num_circuits=prepared.num_circuits,
-                execution_time=run.seconds,
-                submitted_at=run.submitted_at,
-            ),
-        )
+        return self.inline_results(prepared, run.results, run.submitted_at, run.seconds)
