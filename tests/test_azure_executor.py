@@ -18,7 +18,22 @@ import time
 import numpy as np
 import pennylane as qml
 import pytest
+from everyday import CASES, check_case
 from pennylane.tape import QuantumScript
+from standins.azure_quantum import AzureStack, azurite_command
+from standins.helpers import (
+    ANGLES,
+    RY_QASM,
+    SHOTS,
+    X,
+    assert_close,
+    assert_reattached,
+    exact,
+    qnode,
+    run_without_extra,
+    submit_then_kill,
+    wait_for,
+)
 
 from qfleet.circuits.ionq import (
     IONQ_GATES,
@@ -34,22 +49,6 @@ from qfleet.executors.azure import (
     AzureJobError,
     AzureTargetError,
     forget_workspaces,
-)
-
-from everyday import CASES, check_case
-from standins.azure_quantum import AzureStack, azurite_command
-from standins.helpers import (
-    ANGLES,
-    RY_QASM,
-    SHOTS,
-    X,
-    assert_close,
-    exact,
-    qnode,
-    ry_reference,
-    run_without_extra,
-    submit_then_kill,
-    wait_for,
 )
 
 QUANTINUUM, IONQ = "quantinuum.sim.h2-1e", "ionq.simulator"
@@ -539,8 +538,6 @@ def test_kill_9_then_reattached_by_azure_job_ids(server, kind, target, tmp_path,
     another process, which re-attaches to those jobs by id: nothing is submitted again.
     ``estimate`` of I + 2Z + X is two circuits per parameter set (Z and X bases), one Azure
     job each."""
-    import qfleet as qf
-    from qfleet.jobs import JobStatus
 
     monkeypatch.setenv("QFLEET_HOME", str(tmp_path / "qfleet-home"))
     monkeypatch.setenv("QFLEET_CONFIG", os.devnull)
@@ -587,26 +584,7 @@ def test_kill_9_then_reattached_by_azure_job_ids(server, kind, target, tmp_path,
     monkeypatch.setenv("QFLEET_CONFIG", str(config))
     forget_workspaces()
     server.control("faults", {"hold_jobs": False, "job_delay": 1.0})  # still running at attach
-    job = qf.ExecutionJob.from_id(job_id)
-    if kind == "sample":
-        results = job.get_batch_sample_result(timeout_sec=120)
-        got = [r.probability("1") for r in results]
-        assert [r.num_shots for r in results] == [shots] * len(ANGLES)
-    else:
-        results = job.get_batch_estimate_result(timeout_sec=120)
-        got = [r.value for r in results]
-    for value, t in zip(got, ANGLES, strict=True):
-        want = ry_reference(kind, t)
-        # ionq.simulator returns exact probabilities; Quantinuum's emulator samples
-        sigma = np.sqrt(0.25 / shots) if kind == "sample" else np.sqrt((4 + 1) / shots)
-        assert abs(value - want) < 5 * sigma, (value, want)
-
-    job = qf.ExecutionJob.from_id(job_id)
-    assert job.status is JobStatus.COMPLETED
-    assert job.attempts == 2 and job.backend_job_ids == remote_ids
-    after = server.jobs()
-    assert sorted(j["id"] for j in after) == sorted(remote_ids)  # no new Azure job
-    assert all(j["status"] == "Succeeded" for j in after)
+    assert_reattached(job_id, kind, shots, remote_ids, server.jobs, "Succeeded")
 
 
 def test_job_store_spec_keeps_the_azure_credentials_but_the_secret(monkeypatch):

@@ -23,21 +23,22 @@ from pennylane.tape import QuantumScript
 pytest.importorskip("qiskit_ibm_runtime")
 requests = pytest.importorskip("requests")
 
-from qfleet.errors import ExecutorError, ExecutorTimeoutError  # noqa: E402
-from qfleet.executors import QiskitExecutor  # noqa: E402
-from qfleet.executors.ibm import IBMAuthenticationError, IBMJobError, close_sessions  # noqa: E402
-from standins.helpers import (  # noqa: E402
+from standins.helpers import (
     ANGLES,
     RY_QASM,
     X,
     assert_close,
+    assert_reattached,  # noqa: E402
     exact,
     qnode,
-    ry_reference,
     submit_then_kill,
     wait_for,
 )
 from standins.process import ControlChannel, start_port, stop  # noqa: E402
+
+from qfleet.errors import ExecutorError, ExecutorTimeoutError  # noqa: E402
+from qfleet.executors import QiskitExecutor  # noqa: E402
+from qfleet.executors.ibm import IBMAuthenticationError, IBMJobError, close_sessions  # noqa: E402
 
 STANDIN = Path(__file__).parent / "standins" / "ibm_runtime.py"
 API_KEY = "standin-api-key-for-qfleet-tests"
@@ -297,8 +298,6 @@ def test_kill_9_then_reattached_by_runtime_job_ids(server, kind, tmp_path, monke
     over by another process, which re-attaches to those jobs by id: nothing is submitted
     again. ``estimate`` of I + 2Z + X on the sampler is two plan circuits per tape (Z and X
     bases); ``single_job=False`` makes one Runtime job per tape (parameter set)."""
-    import qfleet as qf
-    from qfleet.jobs import JobStatus
 
     monkeypatch.setenv("QFLEET_HOME", str(tmp_path / "qfleet-home"))
     monkeypatch.setenv("QFLEET_CONFIG", os.devnull)
@@ -330,26 +329,7 @@ def test_kill_9_then_reattached_by_runtime_job_ids(server, kind, tmp_path, monke
     # holds no token: it comes from the environment, as in a fresh process.
     monkeypatch.setenv("QFLEET_QISKITEXECUTOR_TOKEN", API_KEY)
     server.control("faults", {"hold_jobs": False, "job_delay": 1.0})  # still running at attach
-    job = qf.ExecutionJob.from_id(job_id)
-    if kind == "sample":
-        results = job.get_batch_sample_result(timeout_sec=120)
-        got = [r.probability("1") for r in results]
-        assert [r.num_shots for r in results] == [shots] * len(ANGLES)
-    else:
-        results = job.get_batch_estimate_result(timeout_sec=120)
-        got = [r.value for r in results]
-    for value, t in zip(got, ANGLES, strict=True):
-        want = ry_reference(kind, t)
-        # P(1): binomial noise; I + 2Z + X: two independent bases, |2Z| and |X| <= 2 and 1
-        sigma = np.sqrt(0.25 / shots) if kind == "sample" else np.sqrt((4 + 1) / shots)
-        assert abs(value - want) < 5 * sigma, (value, want)
-
-    job = qf.ExecutionJob.from_id(job_id)
-    assert job.status is JobStatus.COMPLETED
-    assert job.attempts == 2 and job.backend_job_ids == remote_ids
-    after = server.jobs()
-    assert sorted(j["id"] for j in after) == sorted(remote_ids)  # no new Runtime job
-    assert all(j["status"] == "Completed" for j in after)
+    results = assert_reattached(job_id, kind, shots, remote_ids, server.jobs, "Completed")
     posts = [r for r in server.control("stats")["requests"]
              if r[0] == "POST" and r[1] == "/api/v1/jobs"]
     assert len(posts) == len(ANGLES)  # the victim's submissions only

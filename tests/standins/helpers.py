@@ -149,3 +149,33 @@ def submit_then_kill(
         victim.stdout.close()
         victim.stderr.close()
     return job_id, remote_ids
+
+
+def assert_reattached(job_id: str, kind: str, shots: int, remote_ids, list_jobs, done: str):
+    """The durable job ``job_id`` (taken over by this process) returns default.qubit's values
+    within shot noise, as its second attempt on the same backend jobs, and the stand-in
+    (``list_jobs()``: its jobs as dicts) holds no job but those, all ``done``. Returns the
+    job's results."""
+    import qfleet as qf
+    from qfleet.jobs import JobStatus
+
+    job = qf.ExecutionJob.from_id(job_id)
+    if kind == "sample":
+        results = job.get_batch_sample_result(timeout_sec=120)
+        got = [r.probability("1") for r in results]
+        assert [r.num_shots for r in results] == [shots] * len(ANGLES)
+    else:
+        results = job.get_batch_estimate_result(timeout_sec=120)
+        got = [r.value for r in results]
+    for value, t in zip(got, ANGLES, strict=True):
+        want = ry_reference(kind, t)
+        # P(1): binomial noise; I + 2Z + X: two independent bases, |2Z| and |X| <= 2 and 1
+        sigma = np.sqrt(0.25 / shots) if kind == "sample" else np.sqrt((4 + 1) / shots)
+        assert abs(value - want) < 5 * sigma, (value, want)
+    job = qf.ExecutionJob.from_id(job_id)
+    assert job.status is JobStatus.COMPLETED
+    assert job.attempts == 2 and job.backend_job_ids == remote_ids
+    after = list_jobs()
+    assert sorted(j["id"] for j in after) == sorted(remote_ids)  # nothing submitted again
+    assert all(j["status"] == done for j in after)
+    return results
