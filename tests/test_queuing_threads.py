@@ -124,9 +124,9 @@ def test_failover_reprepares_on_the_callers_thread_without_patching_pennylane():
         prepared_on = []
 
         class Flaky(LocalExecutor):
-            def prepare(self, tapes):
+            def prepare(self, tapes, checked=False):
                 prepared_on.append((self.label, threading.get_ident()))
-                return super().prepare(tapes)
+                return super().prepare(tapes, checked)
 
             async def submit(self, payload):
                 if self.label == "flaky":
