@@ -4,7 +4,11 @@ Example:
     >>> import qfleet as qf
     >>> @qf.qelectron(executors=[qf.executor.LocalExecutor(), qf.executor.LocalExecutor()])
     ... @qml.qnode(qml.device("default.qubit", wires=2))
-    ... def circuit(x): ...
+    ... def circuit(x):
+    ...     qml.RX(x, wires=0)
+    ...     return qml.expval(qml.Z(0))
+    >>> circuit(0.5)
+    np.float64(0.87758256189...)
 
 Code written for Covalent's QElectron runs with ``import qfleet as ct``.
 

@@ -74,7 +74,7 @@ def result_from_samples(
     Example:
         >>> tape = QuantumScript([], [qml.expval(qml.Z(0))], shots=4)
         >>> result_from_samples(tape, np.array([[0], [0], [1], [0]]))
-        0.5
+        np.float64(0.5)
     """
     _check_sampled(tape)
     wires = tape.wires if wire_order is None else qml.wires.Wires(wire_order)

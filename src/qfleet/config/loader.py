@@ -164,7 +164,10 @@ def load_config(path: str | os.PathLike | None = None) -> QFleetConfig:
     key (with the valid ones) for unknown sections or keys. Reading never creates the file.
 
     Example:
-        >>> load_config().executors.get("LocalExecutor", {})
+        >>> import pathlib, tempfile
+        >>> file = pathlib.Path(tempfile.mkdtemp()) / "config.toml"
+        >>> _ = file.write_text('[executors.LocalExecutor]\\ndevice = "lightning.qubit"\\n')
+        >>> load_config(file).executors["LocalExecutor"]
         {'device': 'lightning.qubit'}
     """
     file = Path(path).expanduser() if path is not None else config_path()

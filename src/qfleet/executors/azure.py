@@ -166,8 +166,11 @@ class AzureCredential(BaseModel):
     else the ``AZURE_CLIENT_SECRET`` environment variable (azure-identity's own).
 
     Example:
+        >>> workspace = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/"
+        ...              "my-group/providers/Microsoft.Quantum/Workspaces/my-workspace")
         >>> AzureCredential(tenant_id="...", client_id="...", client_secret="...",
-        ...                 resource_id="/subscriptions/.../Workspaces/my-workspace")
+        ...                 resource_id=workspace)
+        AzureCredential(tenant_id='...', client_id='...', ...)
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -366,17 +369,22 @@ _background: set[asyncio.Future] = set()
 class AzureExecutor(QuantumExecutor):
     """Runs tapes on an Azure Quantum target (Quantinuum or IonQ) with the azure-quantum SDK.
 
-    Example:
+    Example (``workspace``: the workspace's resource ID; running needs access to it):
+        >>> workspace = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/"
+        ...              "my-group/providers/Microsoft.Quantum/Workspaces/my-workspace")
         >>> ex = AzureExecutor(
         ...     backend_name="quantinuum.sim.h2-1e",
         ...     credentials=AzureCredential(tenant_id="...", client_id="...",
-        ...                                 client_secret="...", resource_id="/subscriptions/..."),
+        ...                                 client_secret="...", resource_id=workspace),
         ...     location="eastus", shots=1000)
-        >>> ex = AzureExecutor(backend_name="ionq.simulator", resource_id="/subscriptions/...")
-        ...     # az login / environment credentials
+        >>> ex = AzureExecutor(backend_name="ionq.simulator", resource_id=workspace)  # az login
         >>> @qelectron(executors=ex)
-        ... @qml.qnode(qml.device("default.qubit", wires=2))
-        ... def circuit(x): ...
+        ... @qml.qnode(qml.device("default.qubit", wires=2), shots=1000)
+        ... def circuit(x):
+        ...     qml.RX(x, wires=0)
+        ...     return qml.probs(wires=0)
+        >>> circuit(0.5)  # doctest: +SKIP
+        array([0.94, 0.06])
     """
 
     backend_name: str = Field(min_length=1)

@@ -168,7 +168,7 @@ class QuantumExecutor(BaseModel):
         >>> ex = qfleet.executor.LocalExecutor()
         >>> tape = qml.tape.QuantumScript([qml.RX(0.5, 0)], [qml.expval(qml.Z(0))])
         >>> ex.run_circuit_sync(tape)
-        0.8775825618903728
+        np.float64(0.87758256189...)
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)

@@ -209,6 +209,7 @@ class BraketLocalExecutor(QuantumExecutor):
         >>> ex = BraketLocalExecutor(device="braket_dm", noise_model={"depolarizing": 0.02},
         ...                          shots=2000, seed=7)
         >>> ex.run_circuit_sync(QuantumScript([qml.X(0)], [qml.expval(qml.Z(0))]))
+        np.float64(-0.977)
     """
 
     device: Literal["braket_sv", "braket_dm"] = "braket_sv"

@@ -153,12 +153,16 @@ class DaskExecutor(QuantumExecutor):
     simulator seeded from (seed, batch number, chunk index), and without ``chunk_size``
     a seeded batch is split into 8 chunks whatever the cluster's size.
 
-    Example:
+    Example (``address``: running needs a Dask scheduler there):
         >>> ex = DaskExecutor(n_workers=4)                       # this machine
         >>> ex = DaskExecutor(address="tcp://scheduler:8786")    # a cluster
         >>> @qelectron(executors=ex)
         ... @qml.qnode(qml.device("default.qubit", wires=20))
-        ... def circuit(x): ...
+        ... def circuit(x):
+        ...     qml.RX(x, wires=0)
+        ...     return qml.expval(qml.Z(0))
+        >>> circuit(0.5)  # doctest: +SKIP
+        np.float64(0.8775825618903728)
     """
 
     address: str | None = None

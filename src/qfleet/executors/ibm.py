@@ -133,12 +133,17 @@ class QiskitExecutor(QuantumExecutor):
     Runtime job with many PUBs when ``single_job`` is True.
 
     Example:
+        >>> cloud = QiskitExecutor(device="estimator", backend="ibm_brisbane",
+        ...                        token="...", instance="my-instance")  # IBM Cloud
         >>> ex = QiskitExecutor(backend="fake_manila", seed=7)        # local, noisy
-        >>> ex = QiskitExecutor(device="estimator", backend="ibm_brisbane",
-        ...                     token="...", instance="my-instance")  # IBM Cloud
         >>> @qelectron(executors=ex)
         ... @qml.qnode(qml.device("default.qubit", wires=2), shots=1000)
-        ... def circuit(x): ...
+        ... def circuit(x):
+        ...     qml.RX(x, wires=0)
+        ...     qml.CNOT([0, 1])
+        ...     return qml.probs(wires=[0, 1])
+        >>> circuit(0.5)
+        array([0.901, 0.01 , 0.017, 0.072])
     """
 
     device: Literal["local_sampler", "sampler", "estimator"] = "local_sampler"

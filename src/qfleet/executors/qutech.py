@@ -145,9 +145,10 @@ class Executor2300(QuantumExecutor):
     UnsupportedCircuitError before anything is sent. Run ``qfleet serve-2300`` for a local
     2300.
 
-    Example:
+    Example (running needs a 2300 at the address, e.g. ``qfleet serve-2300``):
         >>> ex = Executor2300(shots=1000)                 # tcp://127.0.0.1:4203
-        >>> ex.run_circuit_sync(qml.tape.QuantumScript([qml.X(0)], [qml.probs(wires=0)]))
+        >>> tape = qml.tape.QuantumScript([qml.X(0)], [qml.probs(wires=0)])
+        >>> ex.run_circuit_sync(tape)  # doctest: +SKIP
         array([0., 1.])
     """
 

@@ -532,9 +532,16 @@ class ExecutionJob:
     """A job in the durable job store.
 
     Example:
-        >>> job = session.submit_sample({"t": 0.5})
+        >>> program = ('OPENQASM 3.0; include "stdgates.inc"; input float t; qubit[1] q; '
+        ...            'bit[1] c; rx(t) q[0]; c = measure q;')
+        >>> prefs = ExecutionPreferences(num_shots=1000, random_seed=7)
+        >>> with ExecutionSession(program, prefs) as es:
+        ...     job = es.submit_sample({"t": 0.5})
         >>> same = ExecutionJob.from_id(job.id)       # in any process
         >>> same.result(timeout_sec=30)[0].value.dataframe
+          bitstring  counts  probability
+        0         0     941        0.941
+        1         1      59        0.059
     """
 
     def __init__(self, row: dict[str, Any], store: JobStore):

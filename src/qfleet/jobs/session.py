@@ -4,9 +4,14 @@
     >>> import qfleet as qf
     >>> qasm = ('OPENQASM 3.0; include "stdgates.inc"; input float t; qubit[1] q; bit[1] c; '
     ...         'rx(t) q[0]; c = measure q;')
-    >>> with qf.ExecutionSession(qasm, qf.ExecutionPreferences(num_shots=1000)) as es:
+    >>> prefs = qf.ExecutionPreferences(num_shots=1000, random_seed=7)
+    >>> with qf.ExecutionSession(qasm, prefs) as es:
     ...     es.sample({"t": 0.5}).dataframe            # default backend: the local simulator
     ...     es.estimate(qf.Pauli.I(0) + 2 * qf.Pauli.Z(0), {"t": 0.5}).value   # 1 + 2 cos(0.5)
+      bitstring  counts  probability
+    0         0     941        0.941
+    1         1      59        0.059
+    2.75516512378...
 
 Every call makes a job in the job store (see :mod:`qfleet.jobs.store`). ``sample`` and
 ``estimate`` wait for it; ``submit_*`` return the :class:`ExecutionJob` as soon as the work is
@@ -158,9 +163,14 @@ class ExecutionSession:
     :class:`ExecutionPreferences` or an executor (then default preferences).
 
     Example:
-        >>> with ExecutionSession(qasm, ExecutionPreferences(num_shots=1000)) as es:
+        >>> qasm = ('OPENQASM 3.0; include "stdgates.inc"; input float t; qubit[1] q; bit[1] c; '
+        ...         'rx(t) q[0]; c = measure q;')
+        >>> prefs = ExecutionPreferences(num_shots=1000, random_seed=7)
+        >>> with ExecutionSession(qasm, prefs) as es:
         ...     job = es.submit_sample([{"t": 0.5}, {"t": 0.6}])
         ...     job.get_batch_sample_result()
+        [SampleResult(counts={'0': 941, '1': 59}, num_shots=1000),
+         SampleResult(counts={'0': 913, '1': 87}, num_shots=1000)]
     """
 
     def __init__(self, program: Any, preferences: Any = None, *, executor: Any = None,

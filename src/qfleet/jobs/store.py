@@ -112,8 +112,9 @@ class JobStore:
     """Thread-safe access to one job-store file (one connection per thread and process).
 
     Example:
-        >>> store = JobStore.default()
-        >>> [row["id"] for row in store.list(limit=3)]
+        >>> store = JobStore.default()                     # under $QFLEET_HOME if set
+        >>> [row["id"] for row in store.list(limit=3)]     # the newest jobs first
+        [...]
     """
 
     def __init__(self, path: str | os.PathLike, timeout: float | None = None):

@@ -124,7 +124,12 @@ class QFleetDevice(Device):
 
     Example:
         >>> dev = QFleetDevice(wires=2, executors=[LocalExecutor(), LocalExecutor()])
-        >>> qml.QNode(circuit, dev)(0.3)
+        >>> @qml.qnode(dev)
+        ... def circuit(x):
+        ...     qml.RX(x, wires=0)
+        ...     return qml.expval(qml.Z(0))
+        >>> circuit(0.3)
+        np.float64(0.95533648912...)
     """
 
     short_name = "qfleet.local"

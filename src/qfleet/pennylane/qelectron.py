@@ -23,8 +23,14 @@ class QFuture(LazyFuture):
     asks for the result (PennyLane is not thread-safe). ``cancel()`` cancels the backend job.
 
     Example:
-        >>> futures = [circuit.run_later(x) for x in xs]
+        >>> @qelectron(executors=LocalExecutor())
+        ... @qml.qnode(qml.device("default.qubit", wires=1))
+        ... def circuit(x):
+        ...     qml.RX(x, wires=0)
+        ...     return qml.expval(qml.Z(0))
+        >>> futures = [circuit.run_later(x) for x in (0.0, np.pi)]
         >>> [f.result() for f in futures]          # or: await asyncio.gather(*futures)
+        [np.float64(1.0), np.float64(-1.0)]
     """
 
     @property
@@ -135,8 +141,10 @@ def qelectron(
         ... def circuit(x):
         ...     qml.RX(x, wires=0)
         ...     return qml.probs(wires=[0, 1])
-        >>> circuit(0.3)                      # executor 1, then 2, then 1, ...
-        >>> circuit.run_later(0.3).result()   # concurrent
+        >>> circuit(0.3).round(1)                      # executor 1, then 2, then 1, ...
+        array([1., 0., 0., 0.])
+        >>> circuit.run_later(0.3).result().round(1)   # concurrent
+        array([1., 0., 0., 0.])
     """
     if qnode is None:
         return lambda q: qelectron(

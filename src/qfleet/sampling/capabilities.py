@@ -54,7 +54,8 @@ class Capabilities(BaseModel):
     """Runs ``qml.measure``/``qml.cond`` itself; else the plan defers them to extra wires."""
     max_shots: int | None = Field(default=None, gt=0)
     max_circuits: int | None = Field(default=None, gt=0)
-    """Most circuits in one backend job (the runner splits larger batches)."""
+    """Most circuits one backend job takes (None: no limit); informational: a backend's
+    ``translate`` groups its circuits into jobs of at most this many."""
     observables: bool = False
     """Measures observables itself (an estimator): no diagonalization, values come back."""
     default_shots: int | None = Field(default=None, gt=0)

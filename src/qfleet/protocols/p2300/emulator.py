@@ -400,12 +400,13 @@ def _is_loopback(address: str) -> bool:
 class Emulator2300:
     """The server: one ROUTER socket for requests, one XPUB socket for state.
 
-    Example:
+    Example (starting binds two ports and starts a simulator process):
         >>> options = EmulatorOptions(bind="tcp://127.0.0.1:0", publish="tcp://127.0.0.1:0")
         >>> emu = Emulator2300(options)
-        >>> emu.start()                      # binds; emu.endpoints has the real ports
-        >>> threading.Thread(target=emu.serve_forever).start()
-        >>> emu.stop()
+        >>> rep, pub = emu.start()           # doctest: +SKIP
+        >>> server = threading.Thread(target=emu.serve_forever)
+        >>> server.start()                   # doctest: +SKIP
+        >>> emu.stop(); server.join(); emu.close()  # doctest: +SKIP
     """
 
     def __init__(self, options: EmulatorOptions) -> None:

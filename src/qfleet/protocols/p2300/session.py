@@ -45,10 +45,16 @@ class ControlSession:
     """2300's request handling and lock, without I/O.
 
     Example:
-        >>> session = ControlSession(static)
-        >>> reply = session.receive(b'{"session_id": "s", "command": "initialize"}')
-        >>> work = session.receive(execute_request_bytes)      # an ExecuteJob
-        >>> reply = session.complete(work, ExecuteResult(job_id=1, results={"01": 10}))
+        >>> session = ControlSession(m.StaticData(nqubits=1, name="demo", pgs=["X"], starttime=0))
+        >>> session.receive(m.request("initialize", "s"))
+        b'{"session_id":"s","status":"success"}'
+        >>> circuit = "version 3.0\\nqubit[1] q\\nbit[1] b\\nX q[0]\\nb[0] = measure q[0]\\n"
+        >>> work = session.receive(m.request(
+        ...     "execute", "s", {"job_id": 1, "circuit": circuit, "number_of_shots": 10}))
+        >>> work.payload.number_of_shots                       # an ExecuteJob: run it, then
+        10
+        >>> session.complete(work, ExecuteResult(job_id=1, results={"1": 10}))
+        b'{"session_id":"s","status":"success","payload":{"job_id":1,"results":{"1":10}}}'
     """
 
     def __init__(
