@@ -1,9 +1,10 @@
 """PennyLane's whole device test suite (``pl-device-test``) on ``qfleet.local`` pointed at
 every offline executor, at --shots 10000 and (for executors with exact results) None.
 
-Seeded: three of the suite's Hermitian tests allow less than one standard deviation of shot
-noise at 10000 shots, so any unbiased sampler fails them for some seeds; the seeds are the
-CI tests' (tests/test_pl_suite_*.py). Nightly-style: about half an hour on 2 cores (the 2300
+Unseeded, as a user runs it. With a fixed seed, two Hermitian tests
+(test_multi_mode_hermitian_expectation, TestTensorExpval::test_hermitian) fail for many seeds
+on every sampler, plain default.qubit included (7 of seeds 1..10): a seed reused per circuit
+correlates the shot noise of the circuits one observable is split into. Nightly-style: about half an hour on 2 cores (the 2300
 emulator simulates the large templates slowly). CI runs a representative subset of the same
 suite per executor (tests/test_pl_suite_*.py) and the whole suite on the default
 LocalExecutor (tests/test_pl_device_suite.py).
@@ -43,21 +44,21 @@ def configs(rep: str, pub: str) -> dict[str, tuple[str, tuple[str, ...]]]:
         return f'[qfleet]\nexecutors = ["{cls}"]\n' + _section(cls, fields)
 
     return {
-        "LocalExecutor default.qubit": (one("LocalExecutor", seed=14), ("10000", "None")),
+        "LocalExecutor default.qubit": (one("LocalExecutor"), ("10000", "None")),
         "LocalExecutor lightning.qubit": (
-            one("LocalExecutor", device="lightning.qubit", seed=14), ("10000", "None")),
+            one("LocalExecutor", device="lightning.qubit"), ("10000", "None")),
         "DaskExecutor": (
-            one("DaskExecutor", n_workers=1, device="default.qubit", seed=14), ("10000", "None")),
+            one("DaskExecutor", n_workers=1, device="default.qubit"), ("10000", "None")),
         "QiskitExecutor local_sampler": (
-            one("QiskitExecutor", device="local_sampler", seed=11), ("10000",)),
-        "BraketLocalExecutor braket_sv": (one("BraketLocalExecutor", seed=14), ("10000", "None")),
+            one("QiskitExecutor", device="local_sampler"), ("10000",)),
+        "BraketLocalExecutor braket_sv": (one("BraketLocalExecutor"), ("10000", "None")),
         "Executor2300 (serve-2300)": (
             one("Executor2300", address=rep, subscribe_address=pub, timeout=30.0), ("10000",)),
         "cluster Local + Qiskit + Braket, cyclic": (
             '[qfleet]\nexecutors = ["LocalExecutor", "QiskitExecutor", "BraketLocalExecutor"]\n'
-            + _section("LocalExecutor", {"seed": 14})
-            + _section("QiskitExecutor", {"device": "local_sampler", "seed": 11})
-            + _section("BraketLocalExecutor", {"seed": 14}),
+            + _section("LocalExecutor", {})
+            + _section("QiskitExecutor", {"device": "local_sampler"})
+            + _section("BraketLocalExecutor", {}),
             ("10000", "None"),
         ),
     }
