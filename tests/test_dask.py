@@ -27,6 +27,7 @@ from distributed import Client, LocalCluster  # noqa: E402
 
 import qfleet as qf  # noqa: E402
 from qfleet.errors import ExecutorError  # noqa: E402
+from everyday import CASES, check_case  # noqa: E402
 from qfleet.executors import DaskExecutor  # noqa: E402
 from qfleet.executors import dask as dask_module  # noqa: E402
 from qfleet.executors import local as local_module  # noqa: E402
@@ -244,3 +245,16 @@ def test_config_only_in_the_pickle():
     ex._runtime["probe"] = object()
     clone = cloudpickle.loads(cloudpickle.dumps(ex))
     assert clone.model_dump() == ex.model_dump() and clone._runtime == {}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_everyday_circuits_match_default_qubit(cluster, name):
+    """Broadcasting, mid-circuit measurements, Hermitian/Projector/SparseHamiltonian, gates
+    without a decomposition, out-of-order wires, identity-only, wire labels: exactly as
+    default.qubit, computed on the workers."""
+    local, _ = cluster
+    executor = DaskExecutor(address=local.scheduler_address, device="default.qubit")
+    check_case(name, executor)
+    if name != "sparse_hamiltonian":  # default.qubit has no shots path for it either
+        check_case(name, DaskExecutor(address=local.scheduler_address, device="default.qubit",
+                                      seed=5), shots=20_000)
