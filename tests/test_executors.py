@@ -364,11 +364,14 @@ def test_capability_checks_raise_unsupported_circuit_error():
     assert result.shape == (2,)
 
 
-def test_capabilities_intersect():
+def test_capabilities_union():
     a = Capabilities(analytic=True, max_wires=5, measurements=frozenset({"expval", "probs"}))
-    b = Capabilities(analytic=False, max_wires=None, measurements=frozenset({"probs", "sample"}))
-    both = a.intersect(b)
-    assert (both.analytic, both.max_wires, both.measurements) == (False, 5, frozenset({"probs"}))
+    b = Capabilities(analytic=False, max_wires=7, measurements=frozenset({"probs", "sample"}))
+    either = a.union(b)
+    assert (either.analytic, either.max_wires, either.measurements) == (
+        True, 7, frozenset({"expval", "probs", "sample"})
+    )
+    assert a.union(Capabilities()).max_wires is None  # one member without a limit
 
 
 # -- pickling and repr --------------------------------------------------------------------

@@ -34,7 +34,6 @@ from qfleet.executors.base import (
     QuantumExecutor,
     RunMetadata,
 )
-from qfleet.runtime import get_dispatcher
 from qfleet.runtime.caller import on_caller_thread
 from qfleet.runtime.progress import BatchProgress
 from qfleet.sampling import BatchShape
@@ -492,10 +491,7 @@ class QuantumCluster(QuantumExecutor):
 
     async def _prepare_elsewhere(self, target: QuantumExecutor, chunk: _Chunk) -> _Chunk:
         # Tape work: on the thread that waits for this batch (PennyLane is not thread-safe).
-        background = asyncio.get_running_loop() is get_dispatcher().loop
-        prepared = await on_caller_thread(
-            target.prepare, chunk.tapes, True, background_loop=background
-        )
+        prepared = await on_caller_thread(target.prepare, chunk.tapes, True)
         return _Chunk(chunk.tapes, prepared, chunk.capable)
 
     async def _bind(self, chunk: _Chunk) -> _Chunk:

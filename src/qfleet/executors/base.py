@@ -40,8 +40,8 @@ from qfleet.sampling import (
     Capabilities,
     RawOutput,
     SamplingPlan,
-    is_mid_circuit,
     measurement_kind,
+    needs_backend_support,
 )
 
 __all__ = [
@@ -128,8 +128,6 @@ class BatchHandle(BaseModel):
     num_circuits: int
     submitted_at: float
     job_ids: tuple[str, ...] = ()
-    num_outputs: int | None = Field(default=None, repr=False)
-    """Raw outputs expected from the backend (one per planned circuit)."""
     job: Any = Field(default=None, repr=False, exclude=True)
     prepared: Any = Field(default=None, repr=False, exclude=True)
     owner: Any = Field(default=None, repr=False, exclude=True)
@@ -310,7 +308,7 @@ class QuantumExecutor(BaseModel):
             if reason:
                 return reason
         for op in shape.operators:
-            if _needs_backend_support(op) and not self.supports_operation(op):
+            if needs_backend_support(op) and not self.supports_operation(op):
                 return f"it cannot run {op.name}, which has neither a matrix nor a decomposition"
         return None
 
@@ -401,7 +399,6 @@ class QuantumExecutor(BaseModel):
             num_circuits=prepared.num_circuits,
             submitted_at=submitted_at or time.time(),
             job_ids=tuple(job_ids),
-            num_outputs=prepared.num_outputs,
             job=self.attach(prepared.payload, job_ids),
             started=time.perf_counter(),
             limits_held=False,
@@ -448,7 +445,6 @@ class QuantumExecutor(BaseModel):
             num_circuits=prepared.num_circuits,
             submitted_at=submitted_at,
             job_ids=tuple(job_ids),
-            num_outputs=prepared.num_outputs,
             job=job,
             started=started,
             limits_held=semaphore is not None,
@@ -488,7 +484,7 @@ class QuantumExecutor(BaseModel):
                 handle.limits_held = False
         if isinstance(results, BatchResult):
             return results  # a delegating executor (a cluster) passes its member's output on
-        expected = handle.num_circuits if handle.num_outputs is None else handle.num_outputs
+        expected = handle.num_circuits if handle.prepared is None else handle.prepared.num_outputs
         if len(results) != expected:
             raise ExecutorError(
                 f"backend returned {len(results)} results for {expected} circuits",
@@ -606,18 +602,6 @@ class QuantumExecutor(BaseModel):
 
 #: The capabilities of a PennyLane simulator (built once: asked on every batch's path).
 SIMULATOR_CAPABILITIES = Capabilities()
-
-_support_by_type: dict[type, bool] = {}
-
-
-def _needs_backend_support(op: Any) -> bool:
-    """True for operators no gate set reaches (no matrix, no decomposition): noise
-    channels, state preparations; cached per operator class."""
-    needs = _support_by_type.get(type(op))
-    if needs is None:
-        needs = not (op.has_matrix or op.has_decomposition or is_mid_circuit(op))
-        _support_by_type[type(op)] = needs
-    return needs
 
 
 def _without_secrets(value: Any) -> Any:

@@ -354,10 +354,11 @@ class QiskitExecutor(QuantumExecutor):
 
     def prepare(self, tapes: Sequence[QuantumScript], checked: bool = False) -> Prepared:
         prepared = super().prepare(tapes, checked=checked)
-        if self.single_job or prepared.plan is None:
-            return prepared
-        # One Runtime job per tape: the plan knows which circuits each tape became.
-        units = [range(entry.start, entry.stop) for entry in prepared.plan.planned]
+        assert prepared.plan is not None  # an executor (not a cluster) always plans
+        if self.single_job:
+            units: list[range] = [range(len(prepared.plan.circuits))]
+        else:  # one Runtime job per tape: the plan knows which circuits each tape became
+            units = [range(entry.start, entry.stop) for entry in prepared.plan.planned]
         return dataclasses.replace(prepared, payload=prepared.payload.grouped(units))
 
     def translate(self, circuits: tuple[QuantumScript, ...]) -> _Work:
@@ -388,8 +389,8 @@ class QiskitExecutor(QuantumExecutor):
             else:
                 pubs.append(_Pub(tape_to_circuit(circuit), shots=circuit.shots.total_shots))
             outputs.append(tuple(range(first, len(pubs))))
-        work = _Work(kind, tuple(pubs), (), tuple(outputs))
-        return work.grouped([range(len(circuits))])
+        # Jobs are formed in prepare, which knows the tapes the circuits came from.
+        return _Work(kind, tuple(pubs), (), tuple(outputs))
 
     def decode(self, circuits: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
         """Sampler: the BitArray's rows (clbit i = circuit.wires[i]) as Samples; Estimator:

@@ -19,7 +19,6 @@ from pennylane.devices.preprocess import (
 )
 from pennylane.devices.qubit.sampling import get_num_shots_and_executions
 from pennylane.exceptions import DeviceError
-from pennylane.ops import Conditional, MidMeasure, PauliMeasure
 from pennylane.tape import QuantumScript, QuantumScriptBatch
 from pennylane.transforms.core import CompilePipeline, transform
 from pennylane.typing import PostprocessingFn
@@ -28,7 +27,7 @@ from qfleet.cluster import QuantumCluster
 from qfleet.config import executor_classes, load_config
 from qfleet.errors import ConfigError
 from qfleet.executors import BatchResult, QuantumExecutor, RunMetadata
-from qfleet.sampling import SHOTS_ONLY_MEASUREMENTS, measurement_kind
+from qfleet.sampling import SHOTS_ONLY_MEASUREMENTS, measurement_kind, needs_backend_support
 
 ExecutorsLike = QuantumExecutor | Sequence[QuantumExecutor] | None
 
@@ -75,17 +74,6 @@ def as_executor(
     return QuantumCluster(executors=executors, selector=selector)
 
 
-def _needs_backend_support(op: qml.operation.Operator) -> bool:
-    """True for operators no gate set reaches: no matrix and no decomposition.
-
-    Mid-circuit measurements and conditionals are left to PennyLane's MCM handling and
-    the executor.
-    """
-    if isinstance(op, (MidMeasure, PauliMeasure, Conditional)):
-        return False
-    return not (op.has_matrix or op.has_decomposition)
-
-
 @transform
 def validate_operations(
     tape: QuantumScript, executor: QuantumExecutor, name: str = "qfleet"
@@ -97,7 +85,7 @@ def validate_operations(
     own preprocessing.
     """
     for op in tape.operations:
-        if _needs_backend_support(op) and not executor.supports_operation(op):
+        if needs_backend_support(op) and not executor.supports_operation(op):
             raise DeviceError(
                 f"Operator {op} not supported on {name} and does not provide a decomposition"
             )

@@ -118,16 +118,16 @@ def _settle(settled: asyncio.Future, value: Any, error: BaseException | None) ->
         settled.set_result(value)
 
 
-async def on_caller_thread(fn: Callable[..., T], *args: Any, background_loop: bool = True) -> T:
-    """``fn(*args)`` on the thread waiting for this batch.
-
-    ``background_loop``: whether this coroutine runs on qfleet's own loop; if not, it runs
-    on the caller's own loop (the async API), whose thread is the caller's.
-    """
+async def on_caller_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on the thread waiting for this batch: served by the waiter on qfleet's
+    own loop, or right here when this coroutine runs on the caller's own loop (the async
+    API), whose thread is the caller's."""
     caller = _current.get()
     if caller is not None:
         return await caller.call(fn, *args)
-    if not background_loop:
+    from qfleet.runtime.dispatcher import on_dispatcher_loop  # it imports this module
+
+    if not on_dispatcher_loop():
         return fn(*args)
     return await _on_worker_thread(fn, *args)
 

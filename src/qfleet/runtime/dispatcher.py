@@ -84,6 +84,12 @@ def get_dispatcher() -> Dispatcher:
     return _dispatcher
 
 
+def on_dispatcher_loop() -> bool:
+    """Whether the running coroutine runs on this process's background loop (starts none)."""
+    dispatcher = _dispatcher
+    return dispatcher is not None and asyncio.get_running_loop() is dispatcher.loop
+
+
 def _forget_after_fork() -> None:
     # A forked child has the parent's loop object but not its thread: start afresh.
     global _dispatcher, _lock

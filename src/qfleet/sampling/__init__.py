@@ -18,6 +18,7 @@ from qfleet.sampling.plan import (
     State,
     Values,
     is_mid_circuit,
+    needs_backend_support,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "Values",
     "is_mid_circuit",
     "measurement_kind",
+    "needs_backend_support",
 ]

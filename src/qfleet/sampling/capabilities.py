@@ -95,23 +95,6 @@ class Capabilities(BaseModel):
             return "it samples and no shots were given; set shots on the QNode or the executor"
         return None
 
-    def intersect(self, other: Capabilities) -> Capabilities:
-        """What both can run (a cluster's guaranteed common ground)."""
-        wires = [w for w in (self.max_wires, other.max_wires) if w is not None]
-        shots = [s for s in (self.max_shots, other.max_shots) if s is not None]
-        gates = [g for g in (self.native_gates, other.native_gates) if g is not None]
-        return Capabilities(
-            analytic=self.analytic and other.analytic,
-            max_wires=min(wires) if wires else None,
-            measurements=self.measurements & other.measurements,
-            exact_measurements=self.exact_measurements & other.exact_measurements,
-            native_gates=frozenset.intersection(*gates) if gates else None,
-            mid_circuit_measurements=self.mid_circuit_measurements
-            and other.mid_circuit_measurements,
-            max_shots=min(shots) if shots else None,
-            default_shots=self.default_shots or other.default_shots,
-        )
-
     def union(self, other: Capabilities) -> Capabilities:
         """What at least one can run (what a cluster accepts at the device's door)."""
         return Capabilities(

@@ -181,10 +181,12 @@ class SamplingPlan:
                 slices.append((first, len(circuits) - start, combine))
             if not parts and tape.operations:
                 # Nothing to measure (expval of the identity), but the circuit must still be
-                # one the backend can run: send it once and ignore the outcome.
+                # one the backend can run: send it once (broadcast and deferred like any
+                # other) and ignore the outcome.
                 probe = QuantumScript(tape.operations, [qml.sample(wires=tape.wires)], shots=1)
-                readers.append(None)
-                circuits.append(_to_native(_deferred(probe, caps), native, executor))
+                for part in _front_pipeline(probe, caps)((probe,))[0]:
+                    readers.append(None)
+                    circuits.append(_to_native(part, native, executor))
             planned.append(_Planned(start, len(circuits), _recombine(slices, postprocess)))
         return cls(tuple(tapes), tuple(circuits), tuple(readers), tuple(planned), seed)
 
@@ -256,6 +258,21 @@ def is_mid_circuit(op: Any) -> bool:
     return isinstance(op, (MidMeasureMP, Conditional, PauliMeasure))
 
 
+_support_by_type: dict[type, bool] = {}
+
+
+def needs_backend_support(op: Any) -> bool:
+    """True for operators no gate set reaches (no matrix, no decomposition, not a
+    mid-circuit measurement): noise channels, state preparations. Only the backend itself
+    can run them (see ``supports_operation``); cached per operator class, as this is asked
+    on every batch's path."""
+    needs = _support_by_type.get(type(op))
+    if needs is None:
+        needs = not (op.has_matrix or op.has_decomposition or is_mid_circuit(op))
+        _support_by_type[type(op)] = needs
+    return needs
+
+
 def _has_mcm(tape: QuantumScript) -> bool:
     return any(is_mid_circuit(op) for op in tape.operations)
 
@@ -289,12 +306,6 @@ def _dense_sparse_hamiltonians(tape: QuantumScript):
         for mp in tape.measurements
     ]
     return (tape.copy(measurements=measurements),), _first
-
-
-def _deferred(tape: QuantumScript, caps: Capabilities) -> QuantumScript:
-    if _has_mcm(tape) and not caps.mid_circuit_measurements:
-        [tape], _ = qml.defer_measurements(tape)
-    return tape
 
 
 def _diagonal(obs: Any) -> bool:
@@ -354,12 +365,13 @@ def _sample_all(tape: QuantumScript, rotations: list[Any]) -> QuantumScript:
 
 def _native(caps: Capabilities, accepts: Callable[[Any], bool] | None) -> Callable[[Any], bool]:
     gates = caps.native_gates or frozenset()
-    passes = (MidMeasureMP, Conditional) if caps.mid_circuit_measurements else ()
+    runs_mcm = caps.mid_circuit_measurements
 
     def is_native(op: Any) -> bool:
         return (
             op.name in gates
-            or isinstance(op, (qml.GlobalPhase, *passes))
+            or isinstance(op, qml.GlobalPhase)
+            or (runs_mcm and is_mid_circuit(op))
             or (accepts is not None and accepts(op))
         )
 
