@@ -35,6 +35,9 @@ class JSONHandler(BaseHTTPRequestHandler):
     """Every method goes to ``_dispatch``; logging only with ``STANDIN_VERBOSE``."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle's algorithm on, each keep-alive
+    # reply would wait for the client's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         if os.environ.get("STANDIN_VERBOSE"):

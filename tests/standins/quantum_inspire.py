@@ -241,9 +241,6 @@ def _filtered(rows: list[dict], query: dict[str, list[str]]) -> list[dict]:
 class Handler(FaultHandler):
     server_version = "qfleet-qi-standin/1"
     state: State
-    # Headers and body go out as two writes; with Nagle's algorithm on, each keep-alive
-    # reply would wait for the client's delayed ACK (~40 ms).
-    disable_nagle_algorithm = True
 
     def _send(self, status: int, body: Any = None) -> None:
         data = b"" if body is None else json.dumps(body).encode()
