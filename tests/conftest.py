@@ -18,7 +18,7 @@ from qfleet.executors import QuantumExecutor
 
 @pytest.fixture(autouse=True)
 def isolated_config(tmp_path_factory, monkeypatch):
-    """No user config or QFLEET_* variable leaks into a test.
+    """No user config, job store or QFLEET_* variable leaks into a test.
 
     QFLEET_CONFIG points at a file that does not exist, so built-in defaults apply; tests
     that need a config write this file (or point QFLEET_CONFIG elsewhere).
@@ -29,6 +29,9 @@ def isolated_config(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("qfleet-config")
     monkeypatch.setenv("QFLEET_CONFIG", str(home / "config.toml"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "xdg"))
+    # The job store, the fleet ledger and the result cache live under the user data dir: a
+    # test must never read (or leave) another run's jobs, spend or cached results.
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     return home / "config.toml"
 
 

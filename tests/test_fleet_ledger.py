@@ -1,0 +1,141 @@
+"""Budgets and the result cache's store, across processes; decisions explained afterwards."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+
+import numpy as np
+import pennylane as qml
+import pytest
+from pennylane.tape import QuantumScript
+
+import qfleet as qf
+from qfleet.cluster import Ledger
+from qfleet.cluster.ledger import decode_results, encode_results
+from qfleet.cluster.policy import Features, FleetState, Policy, decide
+from qfleet.executors import LocalExecutor
+from qfleet.executors.status import ExecutorStatus
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("QFLEET_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+CALLS_PER_PROCESS = 250
+PROCESSES = 4
+
+
+def _spend(home: str, start: int, results) -> None:
+    os.environ["QFLEET_HOME"] = home
+    cluster = qf.QuantumCluster(
+        executors=[
+            LocalExecutor(name="cheap", price=qf.Price(per_task=1.0)),
+            LocalExecutor(name="dear", price=qf.Price(per_task=2.0)),
+        ],
+        selector="cost",
+        budget=qf.Budget(total=600, account="race"),
+    )
+    ok = refused = 0
+    for i in range(start, start + CALLS_PER_PROCESS):
+        tape = QuantumScript([qml.RX(i / 1000, 0)], [qml.expval(qml.Z(0))])
+        try:
+            assert cluster.execute([tape]).metadata.executor == "cheap"
+            ok += 1
+        except qf.BudgetExceededError as exc:
+            assert exc.cost == 1.0 and exc.remaining < 1.0
+            refused += 1
+    results.put((ok, refused))
+
+
+def test_a_budget_is_never_overshot_by_concurrent_processes(home):
+    # 1000 calls of 1 USD from 4 processes against 600 USD: exactly 600 run.
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    procs = [
+        context.Process(target=_spend, args=(str(home), k * CALLS_PER_PROCESS, results))
+        for k in range(PROCESSES)
+    ]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    assert sum(ok for ok, _ in outcomes) == 600
+    assert sum(refused for _, refused in outcomes) == PROCESSES * CALLS_PER_PROCESS - 600
+    today, total = Ledger.default().spent("race")
+    assert today == total == 600.0
+
+
+def test_per_call_limit_refuses_with_the_cost_and_what_remains():
+    cluster = qf.QuantumCluster(
+        executors=[LocalExecutor(name="a", shots=1000, price=qf.Price(per_shot=0.01))],
+        budget=qf.Budget(per_call=5.0, total=100.0, account="per-call"),
+    )
+    tape = QuantumScript([qml.RX(0.3, 0)], [qml.expval(qml.Z(0))])
+    with pytest.raises(qf.BudgetExceededError) as info:
+        cluster.execute([tape])
+    assert (info.value.cost, info.value.remaining) == (10.0, 5.0)
+    assert "costs 10 USD on a" in str(info.value) and "per call (5 USD)" in str(info.value)
+    assert Ledger.default().spent("per-call") == (0.0, 0.0)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert (again.cost, again.remaining, str(again)) == (10.0, 5.0, str(info.value))
+
+
+def test_results_round_trip_the_cache_encoding_as_data():
+    results = (
+        np.float64(0.25),
+        np.array([0.5, 0.5]),
+        (np.array([1, 0, 1]), {"00": np.int64(3), "11": np.int64(4)}),
+        [1.5, None],
+    )
+    back = decode_results(encode_results(results))
+    assert type(back[0]) is np.float64 and back[0] == 0.25
+    np.testing.assert_array_equal(back[1], results[1])
+    np.testing.assert_array_equal(back[2][0], results[2][0])
+    assert back[2][1] == {"00": 3, "11": 4} and back[3] == [1.5, None]
+    with pytest.raises(TypeError):
+        encode_results((object(),))
+
+
+def test_exact_results_are_cached_for_backends_that_are_not_simulators_here():
+    pytest.importorskip("braket.devices")
+    from qfleet.executors import BraketLocalExecutor
+
+    tape = QuantumScript([qml.RX(0.4, 0), qml.CNOT([0, 1])], [qml.expval(qml.Z(1))])
+    braket = qf.QuantumCluster(executors=[BraketLocalExecutor(name="sv")])
+    first, second = braket.execute([tape]), braket.execute([tape])
+    assert (first.metadata.cache_hit, second.metadata.cache_hit) == (False, True)
+    assert second[0] == first[0] == pytest.approx(np.cos(0.4), abs=1e-12)
+    uncached = qf.QuantumCluster(executors=[BraketLocalExecutor()], cache=False)
+    assert not uncached.execute([tape]).metadata.cache_hit
+    # a PennyLane simulator in this process simulates again (as cheap as a lookup)
+    local = qf.QuantumCluster(executors=[LocalExecutor()])
+    assert not local.execute([tape]).metadata.cache_hit
+    assert not local.execute([tape]).metadata.cache_hit
+
+
+def test_an_old_decision_explains_the_state_it_was_made_in():
+    fleet = FleetState(["a", "b", "c"], [0, 0, 0], [0, 0, 0])
+    for i, (wait, latency) in enumerate([(1.0, 0.5), (0.0, 0.8), (4.0, 0.1)]):
+        fleet.update(i, ExecutorStatus(executor="abc"[i], estimated_wait=wait))
+        fleet.set_latency(i, latency)
+    fleet.publish()
+    queue = Policy.preset("queue")
+    first = decide(fleet, queue, Features(tasks=2))
+    want = {"a": 1.0 + 0.5 * 2, "b": 0.0 + 0.8 * 2, "c": 4.0 + 0.1 * 2}
+    assert first.chosen_label == "b" and first.scores() == pytest.approx(want)
+    fleet.add_load(1, 1)  # b now has a circuit ahead of the next batch
+    fleet.set_latency(0, 0.25)
+    second = decide(fleet, queue, Features(tasks=2))
+    assert second.chosen_label == "a"
+    assert second.scores() == pytest.approx({"a": 1.5, "b": 0.8 + 1.6, "c": 4.2})
+    assert first.scores() == pytest.approx(want)  # unchanged by what happened since
+    copy = pickle.loads(pickle.dumps(first))
+    assert copy.scores() == pytest.approx(want) and copy.chosen_label == "b"
+    with pytest.raises(ValueError, match="positive weight"):
+        Policy()
