@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -243,7 +244,12 @@ def test_session_on_classiq(standin):
     assert job.name == "cq" and "classiq:Classiq/simulator" in job.backend
     sessions = [s for i, s in standin.state()["sessions"].items() if i not in before]
     assert len(sessions) == 1 + 2 + 1 + 2 and all(s["closed"] for s in sessions)
-    assert {s["preferences"]["random_seed"] for s in sessions} == {21}
+    # each job's seed comes from the session's (Classiq's rule: 21 itself, then draws of
+    # random.Random(21)); a batch job's Classiq sessions share their job's seed
+    draws = random.Random(21)
+    seeds = [21] + [draws.randint(0, 2**32 - 1) for _ in range(3)]
+    expected = [seeds[0], seeds[1], seeds[1], seeds[2], seeds[3], seeds[3]]
+    assert sorted(s["preferences"]["random_seed"] for s in sessions) == sorted(expected)
     assert {s["preferences"]["backend_preferences"]["backend_name"] for s in sessions} == {"simulator"}
 
     # transpilation and shots reach Classiq's execution preferences

@@ -514,12 +514,27 @@ def load_program(program: Any) -> Program:
     if isinstance(program, Program):
         return program
     if isinstance(program, str):
+        try:
+            program.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ProgramError(
+                f"the program text holds {program[exc.start]!r} at position {exc.start}, "
+                f"which is not a Unicode character (a lone surrogate); remove it"
+            ) from None
+        loaded = None
         if _QASM3_HEADER.match(program):
             _require_qiskit("OpenQASM 3")
-            return _load_qasm3(program)
-        if _QASM2_HEADER.match(program):
+            loaded = _load_qasm3(program)
+        elif _QASM2_HEADER.match(program):
             _require_qiskit("OpenQASM 2")
-            return _load_qasm2(program)
+            loaded = _load_qasm2(program)
+        if loaded is not None:
+            if loaded.circuit.num_qubits == 0:  # else PennyLane's "empty list of wires"
+                raise ProgramError(
+                    "the program declares no qubits; declare a register, e.g. `qreg q[1];` "
+                    "(OpenQASM 2) or `qubit[1] q;` (OpenQASM 3)"
+                )
+            return loaded
         raise ProgramError(
             "a program string must be OpenQASM 2 or 3 and start with an 'OPENQASM 2.0;' or "
             "'OPENQASM 3.0;' header"

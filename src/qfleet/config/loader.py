@@ -45,6 +45,12 @@ class GeneralSection(BaseModel):
     selector: str = "cyclic"
     progress: bool = True
     """Progress bars for large or slow batches (only ever on a terminal)."""
+    traces: bool = False
+    """OpenTelemetry spans for every batch (``qfleet.telemetry``; the ``telemetry`` extra)."""
+    metrics: bool = False
+    """Prometheus metrics for every batch, served at ``qfleet ui``'s /metrics."""
+    ui_token: SecretStr | None = None
+    """Token ``qfleet ui`` asks browsers for; required to listen beyond 127.0.0.1."""
 
 
 class QFleetConfig(BaseModel):
@@ -62,21 +68,59 @@ def config_path() -> Path:
     explicit = os.environ.get("QFLEET_CONFIG")
     if explicit:
         return Path(explicit).expanduser()
+    return _default_path()
+
+
+def _read_file(path: Path, *, required: bool) -> dict[str, Any]:
+    """The file's tables; {} for an absent file at $QFLEET_CONFIG or the default location.
+    A file passed explicitly that is absent, or any path that is a directory, unreadable,
+    not UTF-8, not TOML or nested too deeply is a ConfigError naming it: never silently the
+    defaults."""
+    if path.is_dir():
+        raise ConfigError(
+            f"config path {path} is a directory; point {_source(required)} at a TOML file "
+            f"(e.g. {path / 'config.toml'})"
+        )
+    if not path.exists():
+        if required:
+            raise ConfigError(
+                f"config file {path} does not exist (named by {_source(required)}); create it, "
+                f"fix the path, or unset it to use {_default_path()}"
+            )
+        return {}
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {data[exc.start]:#04x} at line "
+            f"{line}); save it as UTF-8"
+        ) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message ends with "(at line L, column C)".
+        raise ConfigError(f"malformed TOML in config file {path}: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(
+            f"config file {path} nests tables or arrays too deeply to read; qfleet's config "
+            f"needs at most a few levels ([executors.<Class>.<field>])"
+        ) from exc
+
+
+def _default_path() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(base) / "qfleet" / "config.toml"
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        # tomllib's message ends with "(at line L, column C)".
-        raise ConfigError(f"malformed TOML in config file {path}: {exc}") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+def _source(required: bool) -> str:
+    if required:
+        return "the path argument"
+    return "QFLEET_CONFIG" if os.environ.get("QFLEET_CONFIG") else "XDG_CONFIG_HOME"
 
 
 def _env_value(raw: str) -> Any:
@@ -150,7 +194,46 @@ def _apply_env(config: QFleetConfig) -> QFleetConfig:
                         )
                     )
                 executors.setdefault(name, {})[field] = _env_value(raw)
+                _sources[(name, field)] = f"environment variable {key}"
     return config.model_copy(update={"executors": executors})
+
+
+#: (executor class, field) -> where its configured value came from (for error messages).
+_sources: dict[tuple[str, str], str] = {}
+
+
+def value_source(cls: type, field: str) -> str | None:
+    """Where the configured value of ``cls.field`` came from: "environment variable
+    QFLEET_..." or "config file PATH", or None if it is not configured."""
+    config = load_config()
+    if field not in config.executors.get(cls.__name__, {}):
+        return None
+    return _sources.get((cls.__name__, field)) or f"config file {config.path}"
+
+
+def configured_value_error(cls: type, exc: Exception, explicit: Any) -> ConfigError | None:
+    """A ConfigError naming the environment variable or config file whose value for ``cls``
+    failed validation (``exc``, a pydantic ValidationError), or None when every failing
+    field was given explicitly (``explicit``: the argument names)."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return None
+    lines = []
+    for error in errors():
+        loc = error.get("loc") or ()
+        field = str(loc[0]) if loc else ""
+        if field in explicit:
+            continue
+        source = value_source(cls, field)
+        if source is None:
+            continue
+        lines.append(f"{field} = {error.get('input')!r} from {source}: {error.get('msg')}")
+    if not lines:
+        return None
+    return ConfigError(
+        f"invalid configured value for {cls.__name__}: " + "; ".join(lines)
+        + "; fix or unset it"
+    )
 
 
 _cache: dict[tuple, QFleetConfig] = {}
@@ -171,9 +254,12 @@ def load_config(path: str | os.PathLike | None = None) -> QFleetConfig:
         {'device': 'lightning.qubit'}
     """
     file = Path(path).expanduser() if path is not None else config_path()
+    # An explicit path must exist; $QFLEET_CONFIG / the default location may be absent
+    # (built-in defaults then apply, as `qfleet config path` says).
+    required = path is not None
     try:
         stamp = file.stat().st_mtime_ns
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path
         stamp = None
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
     key = (str(file), stamp, env)
@@ -181,7 +267,11 @@ def load_config(path: str | os.PathLike | None = None) -> QFleetConfig:
         cached = _cache.get(key)
     if cached is not None:
         return cached
-    config = _apply_env(_validate(_read_file(file), file if stamp is not None else None))
+    with _cache_lock:
+        _sources.clear()
+        config = _apply_env(
+            _validate(_read_file(file, required=required), file if stamp is not None else None)
+        )
     with _cache_lock:
         _cache.clear()
         _cache[key] = config
@@ -196,32 +286,18 @@ def executor_defaults(cls: type) -> dict[str, Any]:
 
 
 def masked(config: QFleetConfig) -> dict[str, Any]:
-    """The config as plain data with secrets shown as '**********'."""
+    """The config as plain data with every secret shown as '**********' (the one rule of
+    :mod:`qfleet.config.secrets`: SecretStr fields, and credential-named keys at any depth)."""
+    from qfleet.config.secrets import redact
+
     classes = executor_classes()
     out: dict[str, Any] = {"path": str(config.path) if config.path else None}
-    out["qfleet"] = config.qfleet.model_dump()
+    out["qfleet"] = redact(config.qfleet)
     out["executors"] = {}
     for name, values in config.executors.items():
-        fields = classes[name].model_fields
-        shown = {}
-        for field, value in values.items():
-            annotation = str(fields[field].annotation)
-            secret = "SecretStr" in annotation or isinstance(value, SecretStr)
-            if isinstance(value, dict) and not secret:
-                value = _mask_nested(fields[field].annotation, value)
-            shown[field] = "**********" if secret and value else value
-        out["executors"][name] = shown
+        fields = classes[name].model_fields if name in classes else {}
+        out["executors"][name] = {
+            field: redact(value, fields[field].annotation if field in fields else None, field)
+            for field, value in values.items()
+        }
     return out
-
-
-def _mask_nested(annotation: Any, values: dict[str, Any]) -> dict[str, Any]:
-    """A table for a model-typed field (e.g. AzureExecutor's ``credentials``) with that model's
-    SecretStr fields masked."""
-    import typing
-
-    models = [a for a in (annotation, *typing.get_args(annotation))
-              if isinstance(a, type) and issubclass(a, BaseModel)]
-    secret = {name for model in models for name, info in model.model_fields.items()
-              if "SecretStr" in str(info.annotation)}
-    return {k: "**********" if (k in secret or isinstance(v, SecretStr)) and v else v
-            for k, v in values.items()}

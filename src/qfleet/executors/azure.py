@@ -47,12 +47,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from qfleet.circuits.ionq import IONQ_GATES
 from qfleet.circuits.qasm import QASM2_GATES
+from qfleet.config.secrets import scrub
 from qfleet.errors import ConfigError, ExecutorError, QFleetError
 from qfleet.executors.base import (
     SAMPLING_MEASUREMENTS,
     Capabilities,
     QuantumExecutor,
 )
+from qfleet.executors.faults import rejected_status, unreachable
+from qfleet.executors.status import ExecutorStatus
 from qfleet.sampling import Counts, RawOutput, Samples
 
 if TYPE_CHECKING:
@@ -837,11 +840,18 @@ class AzureExecutor(QuantumExecutor):
         secrets = conn.secrets()
 
         def clean(text: str) -> str:
-            for secret in secrets:
-                text = text.replace(secret, "**********")
-            return " ".join(text.split())
+            return " ".join(scrub(text, secrets).split())
 
         where = f"Azure job {job_id}: " if job_id else ""
+        down = unreachable(exc)
+        if down is not None and rejected_status(codes) is None:
+            # azure-identity reports an unreachable Entra ID as ClientAuthenticationError;
+            # no server refused anything: transient (a cluster retries it elsewhere).
+            return ExecutorError(
+                f"{where}could not reach Azure ({type(down).__name__}: {clean(str(down))}); "
+                f"check the network and the workspace endpoint, or retry",
+                executor=self.label, transient=True,
+            )
         auth = next((e for e in chain if isinstance(e, ClientAuthenticationError)), None)
         if auth is not None or 401 in codes:
             _reg().forget(conn)  # the next batch signs in again
@@ -871,6 +881,34 @@ class AzureExecutor(QuantumExecutor):
                 pass
         return ExecutorError(f"{where}{type(exc).__name__}: {clean(str(exc))}",
                              executor=self.label, transient=transient)
+
+
+    # -- live status (blocking: clusters ask from a background thread) -----------------
+
+    def status(self) -> ExecutorStatus:
+        """``providerStatus`` of ``backend_name``: its availability and average queue time."""
+        base = super().status()
+        conn = self._connection()
+        try:
+            targets, _ = _reg().target_list(conn, refresh=True)
+        except Exception as exc:  # no status is an unavailable target, not a crash
+            error = self._error(exc, conn) if not isinstance(exc, QFleetError) else exc
+            return base.model_copy(update={"available": False, "reason": f"no status: {error}"})
+        found = next(
+            (t for _, t in targets if t.id.lower() == self.backend_name.lower()), None
+        )
+        if found is None:
+            reason = f"target {self.backend_name!r} is not in workspace {_workspace_name(conn)!r}"
+            return base.model_copy(update={"available": False, "reason": reason})
+        availability = _availability(found)
+        wait = getattr(found, "average_queue_time", None)
+        return base.model_copy(
+            update={
+                "available": availability != "unavailable",
+                "reason": None if availability == "available" else availability,
+                "estimated_wait": float(wait) if wait is not None else None,
+            }
+        )
 
 
 def _availability(target: Any) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 import threading
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -37,8 +36,10 @@ from pennylane.tape import QuantumScript
 from pydantic import Field, SecretStr, field_validator
 
 from qfleet.circuits.qasm import QASM2_GATES, to_openqasm2
+from qfleet.config.secrets import is_secret_key
 from qfleet.errors import ConfigError, ExecutorError, UnsupportedCircuitError
 from qfleet.executors.base import SAMPLING_MEASUREMENTS, Capabilities, QuantumExecutor
+from qfleet.runtime.daemon import in_daemon_thread
 from qfleet.sampling import Counts, RawOutput, Values
 
 #: Provider names as classiq's ``Provider`` enum spells them, by the short names its
@@ -157,6 +158,30 @@ def _use_client(host: str | None, token: str | None) -> None:
     if conf.should_check_host:
         client.check_host()
     _installed = (key, client)
+
+
+#: How long the SDK keeps retrying a request that could not be sent (connection refused,
+#: DNS, connect timeout) when the executor has no ``timeout``. The SDK's own budget is 300 s;
+#: a cluster retries transient failures on another member, so a dead host is reported soon.
+CONNECT_RETRY_S = 15.0
+
+
+def _bound_sdk_time(timeout: float | None) -> None:
+    """Bound the SDK's retries and each HTTP request by ``timeout`` (call under _sdk_lock:
+    the retry budget is the SDK's module-wide setting, so it is set per call)."""
+    import httpx
+    from classiq._internals import client as client_module
+
+    # half the timeout: the SDK sleeps up to 10 s between tries, on top of its budget
+    budget = timeout / 2 if timeout is not None else CONNECT_RETRY_S
+    # The SDK declares these as ints; it passes them on to tenacity and httpx, which take
+    # float seconds (and an httpx.Timeout).
+    setattr(client_module, "_RETRY_BUDGET_SEC", budget)  # noqa: B010
+    current = client_module.DEFAULT_CLIENT
+    if current is not None:
+        read = timeout if timeout is not None else 3600.0  # the SDK's own request timeout
+        setattr(current, "_HTTP_TIMEOUT_SECONDS",  # noqa: B010
+                httpx.Timeout(read, connect=min(budget, 10.0)))
 
 
 class ClassiqExecutor(QuantumExecutor):
@@ -286,7 +311,9 @@ class ClassiqExecutor(QuantumExecutor):
             def __enter__(self):
                 _sdk_lock.acquire()
                 try:
+                    _bound_sdk_time(executor.timeout)  # the host check in _use_client too
                     _use_client(executor.host, executor.secret("token"))
+                    _bound_sdk_time(executor.timeout)
                 except BaseException:
                     _sdk_lock.release()
                     raise
@@ -343,7 +370,7 @@ class ClassiqExecutor(QuantumExecutor):
         return tuple(ids)
 
     async def submit(self, payload: _Payload) -> tuple[_Job, tuple[str, ...]]:
-        ids = await asyncio.to_thread(self._submit_all, payload)
+        ids = await in_daemon_thread(self._submit_all, payload)
         return _Job(ids, payload), ids
 
     def attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
@@ -392,7 +419,7 @@ class ClassiqExecutor(QuantumExecutor):
         delay = 0.05
         pending = list(job.ids)
         while pending:
-            statuses = await asyncio.to_thread(self._statuses, pending)
+            statuses = await in_daemon_thread(self._statuses, pending)
             pending = [
                 i
                 for i, s in zip(pending, statuses, strict=True)
@@ -401,7 +428,7 @@ class ClassiqExecutor(QuantumExecutor):
             if pending:
                 await asyncio.sleep(delay)
                 delay = min(delay * 1.5, self.poll_interval)
-        return await asyncio.to_thread(self._fetch, job)
+        return await in_daemon_thread(self._fetch, job)
 
     def _cancel_ids(self, ids: Sequence[str]) -> None:
         from classiq import ExecutionJob  # type: ignore[attr-defined]  # lazy export, unseen by mypy
@@ -416,12 +443,9 @@ class ClassiqExecutor(QuantumExecutor):
                     pass
 
     async def cancel(self, job: _Job) -> None:
-        await asyncio.to_thread(self._cancel_ids, job.ids)
+        await in_daemon_thread(self._cancel_ids, job.ids)
 
 
-_SECRET_KEY = re.compile(
-    r"token|secret|password|passwd|api_?key|credential|connection_string", re.I
-)
 
 
 def _hide_secrets(value: Any, key: str = "") -> Any:
@@ -429,7 +453,7 @@ def _hide_secrets(value: Any, key: str = "") -> Any:
     ...) become SecretStr: repr, logs and the job store never show them."""
     if isinstance(value, dict):
         return {k: _hide_secrets(v, str(k)) for k, v in value.items()}
-    if isinstance(value, str) and _SECRET_KEY.search(key):
+    if isinstance(value, str) and is_secret_key(key):
         return SecretStr(value)
     return value
 

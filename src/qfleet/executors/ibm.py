@@ -42,6 +42,7 @@ from qfleet.executors.ibm_runtime import (
     registry,
     to_executor_error,
 )
+from qfleet.executors.status import Calibration, ExecutorStatus
 
 __all__ = ["IBMAuthenticationError", "IBMJobError", "QiskitExecutor", "close_sessions"]
 
@@ -352,8 +353,9 @@ class QiskitExecutor(QuantumExecutor):
 
     # -- phase 1: caller's thread --------------------------------------------------------
 
-    def prepare(self, tapes: Sequence[QuantumScript], checked: bool = False) -> Prepared:
-        prepared = super().prepare(tapes, checked=checked)
+    def prepare(self, tapes: Sequence[QuantumScript], checked: bool = False,
+                derivatives: Any = None) -> Prepared:
+        prepared = super().prepare(tapes, checked=checked, derivatives=derivatives)
         assert prepared.plan is not None  # an executor (not a cluster) always plans
         if self.single_job:
             units: list[range] = [range(len(prepared.plan.circuits))]
@@ -571,3 +573,41 @@ class QiskitExecutor(QuantumExecutor):
                     await asyncio.to_thread(sdk_job.cancel)
             except Exception:  # already final, or the server is gone: nothing to cancel
                 pass
+
+    # -- live status (blocking: clusters ask from a background thread) -----------------
+
+    def status(self) -> ExecutorStatus:
+        """The backend's published status (operational, pending jobs) and calibration: mean
+        one-qubit, two-qubit and readout errors over its target, epoch its properties'
+        last update."""
+        base = super().status()
+        try:
+            with self._sdk_errors():
+                backend = registry().backend(self._account(), self.backend_name)
+                published = backend.status() if hasattr(backend, "status") else None
+                errors: dict[str, list[float]] = {"one": [], "two": [], "readout": []}
+                target: Any = getattr(backend, "target", None) or {}
+                for name in getattr(target, "operation_names", ()):
+                    for qargs, props in target[name].items():
+                        if qargs and props is not None and props.error is not None:
+                            kind = "readout" if name == "measure" else (
+                                "one" if len(qargs) == 1 else "two"
+                            )
+                            errors[kind].append(props.error)
+                properties = backend.properties() if hasattr(backend, "properties") else None
+        except QFleetError as exc:
+            return base.model_copy(update={"available": False, "reason": f"no status: {exc}"})
+        mean = {k: sum(v) / len(v) if v else 0.0 for k, v in errors.items()}
+        calibration = Calibration(
+            one_qubit_error=mean["one"], two_qubit_error=mean["two"],
+            readout_error=mean["readout"],
+            epoch=str(properties.last_update_date) if properties is not None else None,
+        )  # fmt: skip
+        update: dict[str, Any] = {"calibration": calibration}
+        if published is not None:
+            update.update(
+                available=bool(published.operational),
+                reason=None if published.operational else published.status_msg,
+                queue_length=int(published.pending_jobs),
+            )
+        return base.model_copy(update=update)

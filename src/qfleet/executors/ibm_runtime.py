@@ -418,10 +418,9 @@ def _status_codes(exc: BaseException) -> list[int]:
 
 
 def scrub(text: str, secrets: Sequence[str | None]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "**********")
-    return text
+    from qfleet.config.secrets import scrub as scrub_secrets  # the one secret rule
+
+    return scrub_secrets(text, secrets)
 
 
 def _chain_text(exc: BaseException) -> str:
@@ -470,6 +469,18 @@ def to_executor_error(
             current = current.__cause__ or current.__context__
         return False
 
+    from qfleet.executors.faults import rejected_status, unreachable
+
+    down = unreachable(exc)
+    if down is not None and rejected_status(codes) is None:
+        # The SDK may call this "invalid account"; no server answered, so nothing was
+        # rejected: transient, and a cluster retries it elsewhere.
+        return ExecutorError(
+            f"could not reach IBM Cloud ({type(down).__name__}: {scrub(str(down), secrets)}); "
+            f"check the network and `url`/`channel`, or retry",
+            executor=executor,
+            transient=True,
+        )
     rejected = in_chain(IBMNotAuthorizedError) or 401 in codes or (
         in_chain(InvalidAccountError) and ("token" in chain.lower() or {400, 403} & set(codes))
     )

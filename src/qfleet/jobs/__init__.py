@@ -20,9 +20,19 @@ _WHERE = {
     ),
     **dict.fromkeys(["ObservableError", "Pauli", "PauliSum"], "qfleet.jobs.pauli"),
     **dict.fromkeys(
-        ["ExecutionPreferences", "ExecutionSession", "SessionClosedError"], "qfleet.jobs.session"
+        ["ExecutionPreferences", "ExecutionSession", "MeasuredStateFilterError",
+         "SessionClosedError"], "qfleet.jobs.session"
     ),
     **dict.fromkeys(["JobStore", "JobStoreError", "JobStoreLockedError"], "qfleet.jobs.store"),
+    **dict.fromkeys(
+        ["CostUnknownError", "ExecutionJobFilters", "JobCost", "get_execution_actions",
+         "get_execution_actions_async"],
+        "qfleet.jobs.actions",
+    ),
+    **dict.fromkeys(
+        ["MinimizationResult", "MinimizeError", "MinimizeResumeError"], "qfleet.jobs.minimize"
+    ),
+    **dict.fromkeys(["CostFunctionError"], "qfleet.jobs.distributions"),
 }  # fmt: skip
 
 
@@ -35,12 +45,16 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CostFunctionError",
+    "CostUnknownError",
     "EstimationResult",
     "ExecutionJob",
+    "ExecutionJobFilters",
     "ExecutionPreferences",
     "ExecutionSession",
     "JobAlreadyFinishedError",
     "JobCancelledError",
+    "JobCost",
     "JobError",
     "JobFailedError",
     "JobNotFinishedError",
@@ -49,6 +63,10 @@ __all__ = [
     "JobStore",
     "JobStoreError",
     "JobStoreLockedError",
+    "MeasuredStateFilterError",
+    "MinimizationResult",
+    "MinimizeError",
+    "MinimizeResumeError",
     "ObservableError",
     "Pauli",
     "PauliSum",
@@ -56,5 +74,7 @@ __all__ = [
     "SampleResult",
     "SavedResult",
     "SessionClosedError",
+    "get_execution_actions",
+    "get_execution_actions_async",
     "get_execution_jobs",
 ]

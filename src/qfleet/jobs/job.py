@@ -22,8 +22,6 @@ import dataclasses
 import enum
 import json
 import os
-import pickle
-import re
 import socket
 import threading
 import time
@@ -291,10 +289,12 @@ def _active_run(job_id: str) -> _Run | None:
 def _is_secret(cls: type[BaseModel], name: str, value: Any) -> bool:
     from pydantic import SecretStr
 
+    from qfleet.config.secrets import is_secret_annotation
+
     if isinstance(value, SecretStr):
         return True
     field = cls.model_fields.get(name)
-    return field is not None and "SecretStr" in str(field.annotation)
+    return field is not None and is_secret_annotation(field.annotation)
 
 
 def executor_spec(executor: Any) -> dict[str, Any]:
@@ -316,14 +316,12 @@ def executor_spec(executor: Any) -> dict[str, Any]:
     return {"class": f"{cls.__module__}:{cls.__qualname__}", "fields": fields}
 
 
-#: Keys of dict-valued fields (provider options, backend preferences) that hold credentials.
-_SECRET_KEY = re.compile(
-    r"token|secret|password|passwd|api_?key|credential|connection_string", re.I
-)
 
 
 def _jsonable(value: Any, executor_type: type) -> Any:
     from pydantic import BaseModel, SecretStr
+
+    from qfleet.config.secrets import is_secret_key
 
     if isinstance(value, executor_type):
         return {"__executor__": executor_spec(value)}
@@ -335,7 +333,7 @@ def _jsonable(value: Any, executor_type: type) -> Any:
         return {
             str(k): _jsonable(v, executor_type)
             for k, v in value.items()
-            if not _SECRET_KEY.search(str(k)) and not isinstance(v, SecretStr)
+            if not is_secret_key(k) and not isinstance(v, SecretStr)
         }
     if isinstance(value, frozenset | set):
         return sorted(_jsonable(v, executor_type) for v in value)
@@ -403,6 +401,14 @@ def results_from_values(kind: str, parameters: list[dict[str, Any]], layout: lis
     for params, value, lay in zip(parameters, values, layout, strict=True):
         # An executor with a shot vector of its own returns one entry per shot bin.
         bins = list(value) if isinstance(value, (tuple, list)) else [value]
+        if lay.get("exact"):  # exact probabilities ("probs", filtered "sample"): distributions
+            from qfleet.jobs.distributions import exact_item
+
+            circuit = BoundCircuit(
+                [], None, None, lay["num_bits"], tuple(lay["positions"]), lay["order"]
+            )
+            items.append(exact_item(kind, params, bins, lay, circuit.bitstring))
+            continue
         if kind == "sample":
             circuit = BoundCircuit(
                 [], None, None, lay["num_bits"], tuple(lay["positions"]), lay["order"]
@@ -521,7 +527,34 @@ def launch(store: JobStore, job_id: str, prepared: Any, post: tuple, handle: Any
     return run
 
 
+def track(store: JobStore, job_id: str, future: concurrent.futures.Future) -> _Run:
+    """Count a job driven by ``future`` (a minimization's optimizer thread) among this
+    process's jobs in flight: ``poll`` waits on it, exit hands it back."""
+    run = _Run(future, None, store)
+    with _running_lock:
+        _running[job_id] = run
+        _launched.add(job_id)
+
+    def forget(_):
+        with _running_lock:
+            if _running.get(job_id) is run:
+                del _running[job_id]
+
+    future.add_done_callback(forget)
+    return run
+
+
 # -- ExecutionJob -------------------------------------------------------------------------
+
+
+def _stored_tapes(row: dict[str, Any]) -> tuple:
+    """The job's tapes from its row (JSON data, never code)."""
+    from qfleet.circuits.tape_json import TapeCodecError, tapes_from_json
+
+    try:
+        return tapes_from_json(row["tapes"])
+    except TapeCodecError as exc:
+        raise JobError(f"job {row['id']} cannot be resumed: {exc}") from exc
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -556,6 +589,13 @@ class ExecutionJob:
         store = store or JobStore.default()
         if not isinstance(id, str) or not id:
             raise JobNotFoundError(f"a job id is a non-empty string, got {id!r}")
+        try:
+            id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JobNotFoundError(
+                f"no job {id!r}: a job id is text without lone surrogates (ids look like "
+                f"{new_job_id()!r}); list jobs with `qfleet jobs list`"
+            ) from None
         row = store.get(id)
         if row is None:
             raise JobNotFoundError(
@@ -585,7 +625,7 @@ class ExecutionJob:
 
     @property
     def kind(self) -> str:
-        """"sample" or "estimate"."""
+        """"sample", "estimate", "probs" (exact probabilities) or "minimize"."""
         return self._row["kind"]
 
     @property
@@ -609,7 +649,6 @@ class ExecutionJob:
     def backend(self) -> str | None:
         return self._row.get("backend")
 
-    backend_name = backend
 
     @property
     def num_shots(self) -> int | None:
@@ -702,7 +741,11 @@ class ExecutionJob:
     def _restart(self) -> _Run:
         """Re-attach by backend job id where the runner can, else re-run (caller's thread)."""
         row = self._row
-        tapes = pickle.loads(row["tapes"])
+        if row["kind"] == "minimize":  # replay its checkpoint, re-attach its evaluation
+            from qfleet.jobs.minimize import resume_minimization
+
+            return resume_minimization(self._store, self.id)
+        tapes = _stored_tapes(row)
         job_ids = json.loads(row["backend_job_ids"] or "[]")
         runner_spec = json.loads(row["runner"]) if row.get("runner") else None
         if job_ids and runner_spec is not None:
@@ -754,6 +797,11 @@ class ExecutionJob:
 
     def _saved_results(self) -> list[SavedResult]:
         data = self._results_json()
+        if data["kind"] in ("minimize", "probs"):
+            from qfleet.jobs.minimize import saved_result_value
+
+            value, value_type = saved_result_value(data["kind"], data, self.is_batch, self.id)
+            return [SavedResult("result", value, value_type)]
         if data["kind"] == "sample":
             samples = [
                 SampleResult(i["counts"], i["num_shots"], i["parameters"]) for i in data["items"]
@@ -842,7 +890,7 @@ class ExecutionJob:
                 return
             from qfleet.runtime import get_dispatcher
 
-            handle = runner.reattach(pickle.loads(row["tapes"]), tuple(job_ids))
+            handle = runner.reattach(_stored_tapes(row), tuple(job_ids))
             get_dispatcher().run(runner.cancel(handle.job), timeout=30)
 
     def rename(self, name: str) -> None:
@@ -851,6 +899,88 @@ class ExecutionJob:
             raise ValueError(f"a job name is a non-empty string, got {name!r}")
         self._store.update(self.id, {"name": name})
         self._refresh()
+
+    # -- Classiq's job API, continued (sessions, minimization, costs, async forms) ----------
+
+    @property
+    def session_id(self) -> str | None:
+        """The id of the ExecutionSession that submitted the job."""
+        return self._row.get("session_id")
+
+    @property
+    def program_id(self) -> str | None:
+        """A content address of the job's program (jobs of equal programs share it)."""
+        return self._row.get("program_id")
+
+    @property
+    def parent_id(self) -> str | None:
+        """The minimization this job is a cost evaluation of (None for other jobs)."""
+        return self._row.get("parent_id")
+
+    @property
+    def provider(self) -> str | None:
+        """The executor that ran the job (for a cluster: the member), by its label."""
+        from qfleet.jobs.actions import provider_of
+
+        return provider_of(self._refresh())
+
+    @property
+    def backend_name(self) -> str | None:
+        """The backend the job ran on, as its executor describes it."""
+        from qfleet.jobs.actions import backend_name_of
+
+        return backend_name_of(self._row)
+
+    def result_value(self, timeout_sec: float | None = None) -> Any:
+        """The value of the job's (single) saved result: ``result(timeout_sec)[0].value``."""
+        return self.result(timeout_sec)[0].value
+
+    def get_minimization_result(self, timeout_sec: float | None = None) -> Any:
+        """``[(cost, parameters), ...]`` of a minimization, one entry per cost evaluation
+        (a :class:`qfleet.jobs.minimize.MinimizationResult`); waits for it, resuming it in
+        this process if its own process died."""
+        if self.kind != "minimize":
+            raise ResultKindError(f"job {self.id} is a {self.kind} job, not a minimization")
+        return self.result_value(timeout_sec)
+
+    def cost(self, *, verbose: bool = False) -> Any:
+        """What the job costs by its executor's ``price`` (a minimization: the sum over its
+        evaluations): ``"1.3 USD"``, or with ``verbose`` a
+        :class:`qfleet.jobs.actions.JobCost`. Raises
+        :class:`qfleet.jobs.actions.CostUnknownError` when no price is known (never 0)."""
+        from qfleet.jobs.actions import job_cost
+
+        cost = job_cost(self._refresh(), self._store)
+        return cost if verbose else f"{cost.total_cost:g} {cost.currency_code}"
+
+    # The *_async forms run the blocking call on a worker thread, so they can be awaited
+    # inside a running event loop (Jupyter) without blocking it.
+
+    @classmethod
+    async def from_id_async(cls, id: str, *, store: JobStore | None = None) -> ExecutionJob:
+        return await _off_loop(cls.from_id, id, store=store)
+
+    async def result_async(self, timeout_sec: float | None = None) -> list[SavedResult]:
+        return await _off_loop(self.result, timeout_sec)
+
+    async def poll_async(self, timeout_sec: float | None = None) -> JobStatus:
+        return await _off_loop(self.poll, timeout_sec)
+
+    async def rename_async(self, name: str) -> None:
+        await _off_loop(self.rename, name)
+
+    async def cancel_async(self) -> None:
+        await _off_loop(self.cancel)
+
+    async def get_minimization_result_async(self, timeout_sec: float | None = None) -> Any:
+        return await _off_loop(self.get_minimization_result, timeout_sec)
+
+
+async def _off_loop(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from qfleet.runtime.queuing import make_queuing_thread_safe
+
+    make_queuing_thread_safe()  # a take-over builds tapes on the worker thread
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def get_execution_jobs(offset: int = 0, limit: int = 50) -> list[ExecutionJob]:
