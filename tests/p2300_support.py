@@ -28,6 +28,20 @@ import zmq  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: A default_compiler_config as a 2300 reports it: OpenSquirrel passes by stage.
+HW_CONFIG = {
+    "mapping": [{"path": "opensquirrel.passes.mapper.MIPMapper", "method": "map"}],
+    "routing": [{"path": "opensquirrel.passes.router.AStarRouter", "method": "route",
+                 "arguments": {"distance_metric": "manhattan"}}],
+    "decomposition": [
+        {"path": "opensquirrel.passes.decomposer.SWAP2CZDecomposer", "method": "decompose"},
+        {"path": "opensquirrel.passes.decomposer.CNOT2CZDecomposer", "method": "decompose"},
+    ],
+    "optimization": [
+        {"path": "opensquirrel.passes.merger.SingleQubitGatesMerger", "method": "merge"}
+    ],
+}
+
 #: name -> serve-2300 options. Few processes: each start imports PennyLane (seconds).
 EMULATORS: dict[str, list[str]] = {
     # most tests: seeded, a shot cap low enough to provoke a failure reply
@@ -44,6 +58,16 @@ EMULATORS: dict[str, list[str]] = {
     "slow": ["--seed", "11", "--latency", "0.25"],
     # loses 30% of its replies
     "lossy": ["--seed", "23", "--drop-rate", "0.3"],
+    # configured like QuTech hardware: native gates, sparse topologies; the line one lets
+    # a dead client's lock go after 3 s, the star one names its own compiler passes
+    "hw_line": [
+        "--seed", "5", "--qubits", "5", "--topology", "line",
+        "--gates", "X90,MX90,Y90,MY90,RZ,CZ", "--lock-timeout", "3",
+    ],
+    "hw_star": [
+        "--seed", "17", "--qubits", "7", "--topology", "star",
+        "--gates", "X90,MX90,Y90,MY90,RZ,CZ", "--compiler-config", json.dumps(HW_CONFIG),
+    ],
 }  # fmt: skip
 
 

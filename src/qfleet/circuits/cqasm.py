@@ -105,6 +105,17 @@ class CqasmTarget:
     def connected(self, a: int, b: int) -> bool:
         return self.topology is None or (a, b) in self.topology or (b, a) in self.topology
 
+    def connectivity(self) -> dict[str, list[int]]:
+        """The topology as OpenSquirrel's ``Connectivity`` (both directions; {} when every
+        pair is connected)."""
+        if self.topology is None:
+            return {}
+        neighbours: dict[int, set[int]] = {q: set() for q in range(self.nqubits or 0)}
+        for a, b in self.topology:
+            neighbours.setdefault(a, set()).add(b)
+            neighbours.setdefault(b, set()).add(a)
+        return {str(q): sorted(ns) for q, ns in sorted(neighbours.items())}
+
 
 @dataclasses.dataclass(frozen=True)
 class CqasmProgram:
@@ -214,8 +225,14 @@ _RULES: dict[str, list[Rule]] = {
 _MAX_DEPTH = 4
 
 
-def _lower(instr: Instr, target: CqasmTarget, depth: int = 0) -> list[Instr] | None:
-    """``instr`` as gates the target allows, or None when the rules find no way."""
+def lower(instr: Instr, target: CqasmTarget, depth: int = 0) -> list[Instr] | None:
+    """``instr`` as gates the target allows (exact up to a global phase), or None when the
+    rewriting rules find no way.
+
+    Example:
+        >>> lower(("CNOT", (), (0, 1)), CqasmTarget(pgs={"CZ", "H"}))
+        [('H', (), (1,)), ('CZ', (), (0, 1)), ('H', (), (1,))]
+    """
     name, params, qubits = instr
     if name != "I" and target.allows(name):
         return [instr]
@@ -227,7 +244,7 @@ def _lower(instr: Instr, target: CqasmTarget, depth: int = 0) -> list[Instr] | N
             continue
         lowered: list[Instr] = []
         for sub in expansion:
-            done = _lower(sub, target, depth + 1)
+            done = lower(sub, target, depth + 1)
             if done is None:
                 break
             lowered.extend(done)
@@ -254,7 +271,7 @@ def native_gates(target: CqasmTarget | None = None) -> frozenset[str]:
         arity, nparams = CQASM3_GATES[gate]
         # an angle that is none of the special ones: the general rules must work
         instr: Instr = (gate, (0.123,) * nparams, tuple(range(arity)))
-        if _lower(instr, target) is not None:
+        if lower(instr, target) is not None:
             names.add(pl_name)
     return frozenset(names)
 
@@ -271,6 +288,21 @@ def _format_angle(value: float, precision: int | None) -> str:
     if "." not in mantissa:
         mantissa += ".0"
     return mantissa + e + exponent
+
+
+def format_instruction(instr: Instr, precision: int | None = None) -> str:
+    """One gate as a cQASM 3 line (angles in full precision unless ``precision`` digits).
+
+    Example:
+        >>> format_instruction(("Rz", (0.25,), (3,)))
+        'Rz(0.25) q[3]'
+    """
+    gate, params, qubits = instr
+    args = ", ".join(f"q[{q}]" for q in qubits)
+    if params:
+        angles = ", ".join(_format_angle(p, precision) for p in params)
+        return f"{gate}({angles}) {args}"
+    return f"{gate} {args}"
 
 
 def _qubit_map(wires: Sequence[Any], nqubits: int | None) -> tuple[tuple[int, ...], int]:
@@ -296,9 +328,16 @@ def _qubit_map(wires: Sequence[Any], nqubits: int | None) -> tuple[tuple[int, ..
     return qubits, size
 
 
-def _cqasm_ops(tape: QuantumScript) -> list[tuple[str, tuple[float, ...], tuple[Any, ...]]]:
+def cqasm_operations(
+    tape: QuantumScript,
+) -> list[tuple[str, tuple[float, ...], tuple[Any, ...]]]:
     """The tape's operations as (cQASM name, parameters, wire labels), PennyLane decomposing
-    what has no cQASM equivalent."""
+    what has no cQASM equivalent.
+
+    Example:
+        >>> cqasm_operations(QuantumScript([qml.RX(0.5, "a"), qml.CNOT(["a", 2])]))
+        [('Rx', (0.5,), ('a',)), ('CNOT', (), ('a', 2))]
+    """
     operations = tape.operations
     if any(op.name not in _PL_GATE_SET for op in operations):
         for op in operations:
@@ -357,9 +396,9 @@ def to_cqasm3(
         )
     index = dict(zip(wires, qubits, strict=True))
     lines = ["version 3.0", "", f"qubit[{size}] q", f"bit[{size}] b", ""]
-    for name, params, op_wires in _cqasm_ops(tape):
+    for name, params, op_wires in cqasm_operations(tape):
         instr: Instr = (name, params, tuple(index[w] for w in op_wires))
-        lowered = _lower(instr, target)
+        lowered = lower(instr, target)
         if lowered is None:
             raise UnsupportedCircuitError(
                 f"gate {name} cannot be expressed in the target's gate set "
@@ -373,12 +412,7 @@ def to_cqasm3(
                     f"{a} and {b} (topology {sorted(target.topology or ())}); use connected "
                     f"wires or add SWAPs along the topology"
                 )
-            args = ", ".join(f"q[{q}]" for q in gate_qubits)
-            if gate_params:
-                angles = ", ".join(_format_angle(p, precision) for p in gate_params)
-                lines.append(f"{gate}({angles}) {args}")
-            else:
-                lines.append(f"{gate} {args}")
+            lines.append(format_instruction((gate, gate_params, gate_qubits), precision))
     lines.append("")
     lines.extend(f"b[{k}] = measure q[{k}]" for k in range(size))
     return CqasmProgram("\n".join(lines) + "\n", wires, qubits, size)

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ import zmq.asyncio
 
 from qfleet.protocols.p2300 import messages as m
 from qfleet.protocols.p2300.messages import ProtocolError, Reply, State
+from qfleet.protocols.p2300.session import MAX_REQUEST_BYTES
 
 log = logging.getLogger("qfleet.p2300")
 
@@ -65,6 +67,30 @@ class Unavailable(TimeoutError):
             f"later or raise the executor's timeout"
         )
         self.state, self.waited = state, waited
+
+
+class RequestTooLarge(ValueError):
+    """A request larger than a 2300 accepts (ZeroMQ would drop it without a reply)."""
+
+    def __init__(self, command: str, size: int, limit: int = MAX_REQUEST_BYTES):
+        super().__init__(
+            f"{command} request of {size} bytes is larger than the {limit} bytes "
+            f"({limit // (1024 * 1024)} MiB) a 2300 accepts; send fewer or smaller circuits"
+        )
+        self.size, self.limit = size, limit
+
+
+class NoStateWarning(UserWarning):
+    """A subscribe address that delivers no ``publish_state`` (wrong address, or a 2300
+    without a PUB socket): no state, no heartbeat, so no waiting for calibration and no
+    keeping long jobs alive."""
+
+
+def _encoded(command: str, session_id: str, payload: dict[str, Any] | None) -> bytes:
+    data = m.request(command, session_id, payload)
+    if len(data) > MAX_REQUEST_BYTES:
+        raise RequestTooLarge(command, len(data))
+    return data
 
 
 def _check_reply(data: bytes, session_id: str) -> Reply:
@@ -136,7 +162,7 @@ class LazyPirateClient:
         :class:`~qfleet.protocols.p2300.messages.ProtocolError` for a reply that is not a
         2300 reply to this request.
         """
-        data = m.request(command, session_id, payload)
+        data = _encoded(command, session_id, payload)
         retries = self.retries if retries is None else retries
         timeout_ms = max(1, int(self.timeout * 1000))
         for attempt in range(retries + 1):
@@ -188,6 +214,8 @@ class StateListener:
         self.timestamp: float | None = None
         self.received_at: float = 0.0
         self.messages = 0
+        self.started_at: float | None = None
+        self.warned = False
 
     def start(self) -> None:
         """Subscribe (idempotent; call on the loop that will wait)."""
@@ -199,6 +227,7 @@ class StateListener:
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(self.address)
         self._socket = sock
+        self.started_at = time.monotonic()
         self._task = asyncio.get_running_loop().create_task(self._listen(sock, self._updated))
 
     async def _listen(self, sock: zmq.asyncio.Socket, updated: asyncio.Condition) -> None:
@@ -243,6 +272,8 @@ class StateListener:
         started = time.monotonic()
         if self.state is None:
             await self._next_update(min(first, timeout))
+            if self.state is None:
+                self.warn_silent()
         while True:
             state = self.current
             if state is None or state.available:
@@ -251,6 +282,25 @@ class StateListener:
             if remaining <= 0:
                 raise Unavailable(state, timeout)
             await self._next_update(min(remaining, self.stale_after))
+
+    @property
+    def silent(self) -> bool:
+        """Subscribed for a while (over ``first`` wait) and never heard a state."""
+        return self.messages == 0 and self.started_at is not None
+
+    def warn_silent(self) -> None:
+        """Say (once) that this address delivers nothing: a warning, not silence."""
+        if self.warned or self.messages:
+            return
+        self.warned = True
+        text = (
+            f"no 2300 state arrived from {self.address}: is the subscribe address right (a "
+            f"2300 publishes at least once a second)? Without states, batches neither wait "
+            f"for calibration nor stay alive on EXECUTING heartbeats; set the right "
+            f"subscribe_address, or subscribe_address=None to not listen"
+        )
+        log.warning(text)
+        warnings.warn(text, NoStateWarning, stacklevel=2)
 
     def close(self) -> None:
         if self._task is not None:
@@ -272,7 +322,7 @@ def request_sync(
 ) -> Reply:
     """Blocking lazy-pirate request on a socket of its own (for the caller's thread)."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    data = m.request(command, session_id, payload)
+    data = _encoded(command, session_id, payload)
     for _attempt in range(retries + 1):
         sock = context.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)

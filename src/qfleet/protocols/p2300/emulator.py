@@ -7,9 +7,25 @@ an XPUB socket (a PUB that also sees subscriptions, so a new subscriber hears th
 once instead of waiting for the next heartbeat).
 
 Circuits are validated with libqasm (``cqasm.v3x``; a bad circuit gets a failure reply with
-libqasm's messages) and simulated with qxelarator. Requests are served one at a time; the
-state (IDLE / EXECUTING / CALIBRATING) is published at least twice a second from its own
-thread, so the heartbeat goes on during long simulations.
+libqasm's messages) and simulated with qxelarator. Besides libqasm's analysis, a gate whose
+operands name one qubit twice (``CNOT q[0], q[0]``) is refused, and with ``--gates`` /
+``--topology`` every gate must be in the primitive gate set and every two-qubit gate on a
+connected pair.
+
+Programs headed ``version 1.0`` (or any ``1.x``): libqasm analyses only cQASM 3 since it
+dropped cQASM 1 (libqasm PR #207, 2024), and QuTech's control-software validator sends
+``version 1.0`` headers on cQASM 3 bodies (``qubit[1] q``, ``b[0] = measure q[0]``). The
+rule: a ``1.x`` header on a body that declares its registers the cQASM 3 way is read as
+cQASM 3 (the header is the only difference); a cQASM 1 body (``qubits N``, ``measure_z``,
+``prep_z``) is refused with a message saying so. Any other version is refused by libqasm.
+
+The lock: a session that sent ``initialize`` and then nothing for ``--lock-timeout`` seconds
+(default 60; its client died without ``terminate``) loses the lock, and 2300 is free again.
+A request larger than 8 MiB gets a failure reply naming the limit.
+
+Requests are served one at a time; the state (IDLE / EXECUTING / CALIBRATING) is published
+at least twice a second from its own thread, so the heartbeat goes on during long
+simulations.
 
 Nothing a client sends can stop it: bad bytes, bad JSON, wrong fields and types, circuits
 that do not parse, zero-qubit programs (qxelarator aborts the whole process on those, so they
@@ -31,11 +47,13 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
@@ -62,6 +80,31 @@ EMULATOR_GATES = (
 #: Most qubits ``--qubits`` may ask for (qxelarator keeps the full state vector).
 MAX_QUBITS = 30
 
+TOPOLOGIES = ("full", "line", "star")
+
+_VERSION_LINE = re.compile(r"^(\s*(?://[^\n]*\n\s*|/\*.*?\*/\s*)*)version\s+([0-9.]+)", re.S)
+_CQASM1_BODY = re.compile(r"^\s*(qubits\s+\d+|measure_z\b|prep_z\b|measure_all\b)", re.M | re.I)
+
+
+def cqasm3_text(circuit: str) -> str:
+    """``circuit`` as libqasm (cQASM 3 only) reads it: a ``version 1.x`` header on a cQASM 3
+    body becomes ``version 3.0`` (line numbers kept); a cQASM 1 body raises CircuitError.
+
+    Example:
+        >>> cqasm3_text("version 1.0\\nqubit[1] q\\nX q[0]").splitlines()[0]
+        'version 3.0'
+    """
+    match = _VERSION_LINE.match(circuit)
+    if match is None or not match.group(2).startswith("1"):
+        return circuit
+    if _CQASM1_BODY.search(circuit):
+        raise CircuitError(
+            f"invalid circuit: this is a cQASM {match.group(2)} program (qubits N, "
+            f"measure_z, prep_z); this 2300 runs cQASM 3 (libqasm dropped cQASM 1): declare "
+            f"'qubit[N] q' and 'bit[N] b', measure with 'b = measure q', head it 'version 3.0'"
+        )
+    return circuit[: match.start(2)] + "3.0" + circuit[match.end(2) :]
+
 
 class CircuitError(Exception):
     """A circuit the emulator will not run; the text goes into the failure reply."""
@@ -83,7 +126,10 @@ class EmulatorOptions:
     gates: tuple[str, ...] | None = None
     """Restrict the primitive gate set (``pgs``); None: every gate in EMULATOR_GATES."""
     topology: str = "full"
-    """"full" (every pair) or "line" (q[i] - q[i+1])."""
+    """"full" (every pair), "line" (q[i] - q[i+1]) or "star" (every qubit - the middle one,
+    q[n // 2], as on Starmon-5)."""
+    compiler_config: dict[str, Any] | None = None
+    """The ``default_compiler_config`` get_static reports (stages of OpenSquirrel passes)."""
     calibrating: float = 0.0
     """Seconds of CALIBRATING at start-up (and at every calibration_interval)."""
     calibration_interval: float = 0.0
@@ -106,8 +152,10 @@ class EmulatorOptions:
             raise ValueError("--calibration-interval needs --calibrating SECONDS (its duration)")
         if self.max_shots < 1:
             raise ValueError("--max-shots must be >= 1")
-        if self.topology not in ("full", "line"):
-            raise ValueError(f"--topology must be 'full' or 'line', got {self.topology!r}")
+        if self.topology not in TOPOLOGIES:
+            raise ValueError(
+                f"--topology must be one of {', '.join(TOPOLOGIES)}, got {self.topology!r}"
+            )
         if self.gates is not None:
             gates = tuple(g.strip().upper() for g in self.gates if g.strip())
             unknown = sorted(set(gates) - set(EMULATOR_GATES))
@@ -122,6 +170,10 @@ class EmulatorOptions:
         if self.topology == "line":
             pairs = [(i, i + 1) for i in range(n - 1)]
             return pairs + [(b, a) for a, b in pairs]
+        if self.topology == "star":
+            centre = n // 2
+            pairs = [(i, centre) for i in range(n) if i != centre]
+            return pairs + [(b, a) for a, b in pairs]
         return [(a, b) for a in range(n) for b in range(n) if a != b]
 
     def static(self) -> m.StaticData:
@@ -132,6 +184,7 @@ class EmulatorOptions:
             pgs=list(self.gates or EMULATOR_GATES),
             starttime=time.time(),
             supports_raw_data=True,
+            default_compiler_config=m.CompilerConfig.model_validate(self.compiler_config or {}),
         )
 
 
@@ -156,7 +209,7 @@ class Simulator:
 
         self.nqubits = nqubits
         self.pgs = None if pgs is None else frozenset(g.upper() for g in pgs)
-        self.edges = None if edges is None else frozenset(tuple(e) for e in edges)
+        self.edges = None if edges is None else frozenset((int(a), int(b)) for a, b in edges)
 
     def analyze(self, circuit: str) -> dict[str, Any]:
         """libqasm's semantic tree as JSON (dicts), or CircuitError with libqasm's messages.
@@ -204,8 +257,7 @@ class Simulator:
                 f"invalid circuit: the program declares {total} qubits but this 2300 has "
                 f"{self.nqubits}"
             )
-        if self.pgs is not None or self.edges is not None:
-            self._check_gates(program, offsets)
+        self._check_gates(program, offsets)
         return total
 
     def _check_gates(self, program: dict[str, Any], offsets: dict[str, int]) -> None:
@@ -226,6 +278,12 @@ class Simulator:
                             f"gate set {sorted(self.pgs)}"
                         )
             operands = [self._qubits(op, offsets) for op in instruction.get("operands", [])]
+            for qubits in zip(*operands, strict=False):
+                if len(operands) > 1 and len(set(qubits)) != len(qubits):
+                    raise CircuitError(
+                        f"invalid circuit: {'.'.join(names)} names qubit {qubits[0]} more "
+                        f"than once; a multi-qubit gate needs distinct qubits"
+                    )
             if self.edges is not None and len(operands) == 2:
                 for a, b in zip(*operands, strict=True):
                     if (a, b) not in self.edges and (b, a) not in self.edges:
@@ -246,10 +304,11 @@ class Simulator:
         """Run ``payload.circuit``; ``seed`` fixes the shots (and the raw-data order)."""
         import qxelarator
 
-        program = self.analyze(payload.circuit)
+        text = cqasm3_text(payload.circuit)
+        program = self.analyze(text)
         num_qubits = self.check(program)
         shots = payload.number_of_shots
-        result = qxelarator.execute_string(payload.circuit, iterations=shots, seed=seed)
+        result = qxelarator.execute_string(text, iterations=shots, seed=seed)
         if not hasattr(result, "results"):
             message = getattr(result, "message", str(result))
             raise CircuitError(f"simulation failed: {message}")
@@ -455,7 +514,9 @@ class Emulator2300:
         self._context = context = zmq.Context()
         router = context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
-        router.setsockopt(zmq.MAXMSGSIZE, 4 * 1024 * 1024 * 16)
+        # Larger than the 8 MiB a request may have, so an oversized request still arrives
+        # and gets a failure reply naming the limit (ZeroMQ drops larger ones silently).
+        router.setsockopt(zmq.MAXMSGSIZE, 256 * 1024 * 1024)
         xpub = context.socket(zmq.XPUB)
         xpub.setsockopt(zmq.LINGER, 0)
         xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
@@ -553,6 +614,11 @@ class Emulator2300:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if self.session.expire_lock():
+            log.warning(
+                "released the lock of a session idle for %s s (its client died without "
+                "terminate?)", self.options.lock_timeout,
+            )  # fmt: skip
         if self._calibrated_at is not None and now >= self._calibrated_at:
             self._calibrated_at = None
             self.session.set_state(State.IDLE)
@@ -661,17 +727,42 @@ def add_arguments(parser: Any) -> None:
         help="largest number_of_shots accepted (default %(default)s)")
     add("--gates", default=None,
         help="comma-separated primitive gate set, e.g. X90,MX90,Y90,MY90,RZ,CZ (default: all)")
-    add("--topology", choices=("full", "line"), default="full",
+    add("--topology", choices=TOPOLOGIES, default="full",
         help="qubit connectivity reported and enforced (default %(default)s)")
     add("--calibrating", type=float, default=0.0, metavar="SECONDS",
         help="start in state CALIBRATING for this long")
     add("--calibration-interval", type=float, default=0.0, metavar="SECONDS",
         help="calibrate (for --calibrating seconds) again every this many seconds")
     add("--lock-timeout", type=float, default=60.0,
-        help="seconds after which an idle lock (initialize without terminate) may be taken over")
+        help="seconds after which a lock whose session sends nothing (a client that died "
+             "without terminate) is released (default %(default)s)")
+    add("--compiler-config", default=None, metavar="JSON",
+        help="default_compiler_config to report in get_static: JSON {stage: [{path, method, "
+             "arguments}]} with OpenSquirrel passes, or @FILE")
     add("--name", default="qfleet 2300 emulator", help="system name in get_static")
     add("--log-level", default="warning",
         choices=("debug", "info", "warning", "error"), help="log level (stderr)")
+
+
+def _compiler_config(value: str | None) -> dict[str, Any] | None:
+    if not value:
+        return None
+    if value.startswith("@"):
+        try:
+            value = Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"--compiler-config {value}: {exc}") from exc
+    try:
+        config = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"--compiler-config is not JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ValueError("--compiler-config must be a JSON object {stage: [passes]}")
+    try:
+        m.CompilerConfig.model_validate(config)
+    except Exception as exc:
+        raise ValueError(f"--compiler-config: {exc}") from exc
+    return config
 
 
 def run_from_args(args: Any) -> int:
@@ -711,6 +802,7 @@ def run_from_args(args: Any) -> int:
             calibration_interval=args.calibration_interval,
             lock_timeout=args.lock_timeout,
             name=args.name,
+            compiler_config=_compiler_config(args.compiler_config),
         )
         return serve(options)
     except (ValueError, OSError) as exc:

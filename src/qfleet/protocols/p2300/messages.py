@@ -3,8 +3,11 @@
 Every message is one JSON object in one ZeroMQ frame. Requests carry ``session_id``,
 ``command`` and, for some commands, ``payload``; replies echo ``session_id`` and carry
 ``status`` ("success" | "failure") and ``payload`` (``{"error_msg": ...}`` on failure).
-Protocol v1/v2 messages also carried a ``version`` string ("0.2.0"); it is accepted and
-ignored in both directions.
+Protocol v1/v2 messages also carried a ``version`` string ("0.2.0"), and their schemas (and
+QuTech's control-software validator) require it on replies and published states: it is
+accepted in both directions, a reply echoes the request's, and published states carry
+:data:`MESSAGE_VERSION`. ``get_static``/``get_dynamic`` requests may leave out
+``session_id`` (the v1/v2 schemas have none).
 
 Bitstrings in results are q[n]...q[0]: the rightmost character is qubit 0.
 """
@@ -18,6 +21,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 PROTOCOL_VERSION = 3
+
+#: The message-format ``version`` a 2300 writes into replies and published states when the
+#: request named none. Protocol v1/v2 schemas (and QuTech's control-software validator)
+#: require one matching ``^\d+\.\d+\.\d$``; v3 ignores it.
+MESSAGE_VERSION = "0.2.0"
+
+#: Commands that need no session (``get_static``/``get_dynamic`` requests of the v1/v2
+#: schemas carry only ``command`` and ``version``).
+SESSIONLESS = ("get_static", "get_dynamic")
 
 COMMANDS = ("initialize", "execute", "terminate", "get_static", "get_dynamic")
 
@@ -47,11 +59,12 @@ _STRICT = ConfigDict(extra="forbid", strict=True)
 
 
 class Request(BaseModel):
-    """Any request. ``payload`` is validated per command (:class:`ExecutePayload`)."""
+    """Any request. ``payload`` is validated per command (:class:`ExecutePayload`).
+    ``session_id`` may be left out only by :data:`SESSIONLESS` commands."""
 
     model_config = _STRICT
 
-    session_id: str
+    session_id: str = ""
     command: str
     payload: dict[str, Any] | None = None
     version: str | None = None
@@ -166,16 +179,27 @@ def request(command: str, session_id: str, payload: dict[str, Any] | None = None
     return encode(Request(session_id=session_id, command=command, payload=payload))
 
 
-def success(session_id: str, payload: dict[str, Any] | None = None) -> bytes:
-    return encode(Reply(session_id=session_id, status="success", payload=payload))
+def success(
+    session_id: str, payload: dict[str, Any] | None = None, version: str | None = None
+) -> bytes:
+    return encode(Reply(session_id=session_id, status="success", payload=payload, version=version))
 
 
-def failure(session_id: str, error_msg: str) -> bytes:
-    return encode(Reply(session_id=session_id, status="failure", payload={"error_msg": error_msg}))
+def failure(session_id: str, error_msg: str, version: str | None = None) -> bytes:
+    return encode(
+        Reply(
+            session_id=session_id,
+            status="failure",
+            payload={"error_msg": error_msg},
+            version=version,
+        )
+    )
 
 
-def publish_state(state: State, timestamp: float) -> bytes:
-    return encode(PublishState(payload=StatePayload(state=state, timestamp=timestamp)))
+def publish_state(state: State, timestamp: float, version: str | None = MESSAGE_VERSION) -> bytes:
+    return encode(
+        PublishState(payload=StatePayload(state=state, timestamp=timestamp), version=version)
+    )
 
 
 def describe(exc: ValidationError, what: str) -> str:
@@ -234,6 +258,16 @@ def decode_reply(data: bytes | str) -> Reply:
 def decode_publish(data: bytes | str) -> PublishState:
     what = "published message"
     return _validated(PublishState, _load_object(data, what), what)
+
+
+def version_of(data: bytes | str) -> str | None:
+    """The ``version`` a (possibly invalid) request names, or None."""
+    try:
+        obj = _load_object(data, "request")
+    except ProtocolError:
+        return None
+    version = obj.get("version")
+    return version if isinstance(version, str) and version else None
 
 
 def session_id_of(data: bytes | str) -> str:

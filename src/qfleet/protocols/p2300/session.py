@@ -9,8 +9,11 @@ Rules (compute-runtime schema, protocol v3):
 
 - ``initialize`` locks 2300 for its ``session_id``. Again from the same session: success
   (idempotent; clients re-initialize after reconnecting). From another session while locked:
-  failure, unless the lock has been idle longer than ``lock_timeout`` (a client that died
-  without ``terminate`` must not lock 2300 forever).
+  failure, naming how long the lock has been idle. A lock idle (no request from its session)
+  for ``lock_timeout`` seconds is released (:meth:`ControlSession.expire_lock`, or on the
+  next ``initialize``): a client that died without ``terminate`` must not lock 2300 forever.
+- Every request but ``get_static``/``get_dynamic`` needs a ``session_id``. A reply carries
+  the request's ``version`` when it named one (protocol v1/v2 peers, QuTech's validator).
 - ``execute`` only from the session holding the lock. A repeated ``(session_id, job_id)``
   (a client retrying after a lost reply) gets the first reply again, not a second run.
 - ``terminate`` unlocks; without a lock it is a no-op success (clients always send it).
@@ -39,6 +42,7 @@ class ExecuteJob:
 
     session_id: str
     payload: ExecutePayload
+    version: str | None = None
 
 
 class ControlSession:
@@ -79,6 +83,7 @@ class ControlSession:
             "requests": 0, "failures": 0, "initialize": 0, "execute": 0, "terminate": 0,
             "lock_expired": 0,
         }  # fmt: skip
+        self._version: str | None = None
         self._handlers: dict[str, Callable[[m.Request], bytes | ExecuteJob]] = {
             "initialize": self._initialize,
             "execute": self._execute,
@@ -111,6 +116,7 @@ class ControlSession:
     def receive(self, data: bytes | str) -> bytes | ExecuteJob:
         """Handle one request: the reply, or an :class:`ExecuteJob` to run first."""
         self.counts["requests"] += 1
+        self._version = None
         try:
             if len(data) > MAX_REQUEST_BYTES:
                 raise ProtocolError(
@@ -118,14 +124,23 @@ class ControlSession:
                     f"bytes 2300 accepts"
                 )
             req = m.decode_request(data)
+            self._version = req.version
             handler = self._handlers.get(req.command)
             if handler is None:
                 raise ProtocolError(
                     f"unknown command {req.command!r}; 2300 understands "
                     f"{', '.join(m.COMMANDS)}"
                 )
+            if not req.session_id and req.command not in m.SESSIONLESS:
+                raise ProtocolError(
+                    f"{req.command} needs a session_id (a UUID string naming the client's "
+                    f"session); only {' and '.join(m.SESSIONLESS)} may leave it out"
+                )
             return handler(req)
         except ProtocolError as exc:
+            if len(data) > MAX_REQUEST_BYTES:  # not parsed: that is what the limit is for
+                return self._fail("", str(exc))
+            self._version = self._version or m.version_of(data)
             return self._fail(m.session_id_of(data), str(exc))
         except Exception as exc:  # never let a request take 2300 down
             error = f"{type(exc).__name__}: {exc}"
@@ -141,9 +156,10 @@ class ControlSession:
         if self.state is State.EXECUTING:
             self.state = State.IDLE
         self._touch(job.session_id)
+        self._version = job.version
         if isinstance(outcome, str):
             return self._fail(job.session_id, outcome)
-        reply = m.success(job.session_id, outcome.model_dump(exclude_none=True))
+        reply = self._ok(job.session_id, outcome.model_dump(exclude_none=True))
         self._remember(job, reply)
         return reply
 
@@ -156,7 +172,10 @@ class ControlSession:
 
     def _fail(self, session_id: str, error_msg: str) -> bytes:
         self.counts["failures"] += 1
-        return m.failure(session_id, error_msg)
+        return m.failure(session_id, error_msg, self._version)
+
+    def _ok(self, session_id: str, payload: dict[str, Any] | None = None) -> bytes:
+        return m.success(session_id, payload, self._version)
 
     def _touch(self, session_id: str) -> None:
         if self.locked_by == session_id:
@@ -173,6 +192,15 @@ class ControlSession:
     def _lock_expired(self) -> bool:
         return self._clock() - self._lock_seen > self.lock_timeout
 
+    def expire_lock(self) -> bool:
+        """Release a lock idle for longer than ``lock_timeout`` (its client died without
+        ``terminate``); True if one was released."""
+        if self.locked_by is None or not self._lock_expired():
+            return False
+        self.locked_by = None
+        self.counts["lock_expired"] += 1
+        return True
+
     def _initialize(self, req: m.Request) -> bytes:
         self.counts["initialize"] += 1
         busy = self._unavailable()
@@ -180,15 +208,17 @@ class ControlSession:
             return self._fail(req.session_id, busy)
         if self.locked_by not in (None, req.session_id):
             if not self._lock_expired():
+                idle = self._clock() - self._lock_seen
                 return self._fail(
                     req.session_id,
-                    "2300 is locked by another session (initialize without terminate); "
-                    "try again when it terminates (transient)",
+                    f"2300 is locked by another session (initialize without terminate; idle "
+                    f"for {idle:.1f} s, released after {self.lock_timeout:g} s idle); try "
+                    f"again when it terminates (transient)",
                 )
             self.counts["lock_expired"] += 1
         self.locked_by = req.session_id
         self._lock_seen = self._clock()
-        return m.success(req.session_id)
+        return self._ok(req.session_id)
 
     def _execute(self, req: m.Request) -> bytes | ExecuteJob:
         self.counts["execute"] += 1
@@ -220,7 +250,7 @@ class ControlSession:
         if key in self._done and self._done[key][0] == same:
             return self._done[key][1]
         self.state = State.EXECUTING
-        return ExecuteJob(req.session_id, payload)
+        return ExecuteJob(req.session_id, payload, self._version)
 
     def _remember(self, job: ExecuteJob, reply: bytes) -> None:
         p = job.payload
@@ -234,7 +264,7 @@ class ControlSession:
     def _terminate(self, req: m.Request) -> bytes:
         self.counts["terminate"] += 1
         if self.locked_by is None:
-            return m.success(req.session_id)
+            return self._ok(req.session_id)
         if self.locked_by != req.session_id and not self._lock_expired():
             return self._fail(
                 req.session_id,
@@ -242,10 +272,10 @@ class ControlSession:
                 "can terminate",
             )
         self.locked_by = None
-        return m.success(req.session_id)
+        return self._ok(req.session_id)
 
     def _get_static(self, req: m.Request) -> bytes:
-        return m.success(req.session_id, self.static.model_dump(mode="json"))
+        return self._ok(req.session_id, self.static.model_dump(mode="json"))
 
     def _get_dynamic(self, req: m.Request) -> bytes:
-        return m.success(req.session_id, self.dynamic())
+        return self._ok(req.session_id, self.dynamic())
