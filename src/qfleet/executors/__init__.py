@@ -13,10 +13,14 @@ from qfleet.executors.base import (
     RunMetadata,
 )
 from qfleet.executors.braket import BraketLocalExecutor  # braket is imported lazily
+from qfleet.executors.braket_cloud import BraketExecutor  # braket is imported lazily
 from qfleet.executors.classiq import ClassiqExecutor  # classiq is imported lazily
 from qfleet.executors.dask import DaskExecutor  # distributed is imported lazily
 from qfleet.executors.ibm import QiskitExecutor  # qiskit itself is imported lazily
 from qfleet.executors.local import LocalExecutor
+from qfleet.executors.quantum_inspire import (  # the compute API client is imported lazily
+    QuantumInspireExecutor,
+)
 from qfleet.executors.qutech import Executor2300  # pyzmq is imported lazily
 
 __all__ = [
@@ -24,6 +28,7 @@ __all__ = [
     "AzureExecutor",
     "BatchHandle",
     "BatchResult",
+    "BraketExecutor",
     "BraketLocalExecutor",
     "Capabilities",
     "ClassiqExecutor",
@@ -33,5 +38,6 @@ __all__ = [
     "Prepared",
     "QiskitExecutor",
     "QuantumExecutor",
+    "QuantumInspireExecutor",
     "RunMetadata",
 ]

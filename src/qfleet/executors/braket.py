@@ -6,6 +6,9 @@ every wire and come back as per-shot :class:`~qfleet.sampling.Samples`; exact ci
 (shots=None) ask Braket for the state vector (braket_sv) or density matrix (braket_dm),
 returned as a :class:`~qfleet.sampling.State` from which the plan computes the results.
 
+The program building (:func:`braket_program`) and the reading of Braket's results
+(:func:`raw_output`) are shared with the cloud executor, :mod:`qfleet.executors.braket_cloud`.
+
 amazon-braket-sdk is imported only when a batch runs (extra ``qfleet[braket]``).
 """
 
@@ -53,8 +56,9 @@ _EXACT = frozenset({"expval", "var", "probs", "state", "density_matrix", "purity
 
 
 @dataclasses.dataclass(frozen=True)
-class _Program:
-    """One OpenQASM 3 program for Braket (plain data: it may go to a worker process)."""
+class BraketProgram:
+    """One OpenQASM 3 program for Braket (plain data: it may go to a worker process or to
+    Braket's cloud, :mod:`qfleet.executors.braket_cloud`)."""
 
     source: str
     shots: int
@@ -157,21 +161,48 @@ def _simulate(
 
             source = model.apply(Circuit.from_ir(source)).to_ir(IRType.OPENQASM).source
         result = simulator.run(Program(source=source), shots=program.shots).result()
-        if program.shots:
-            measured = np.asarray(result.measurements, dtype=np.int8)
-            # Columns in measured_qubits order; a qubit Braket did not measure stays |0>.
-            samples = np.zeros((program.shots, program.num_qubits), dtype=np.int8)
-            samples[:, list(result.measured_qubits)] = measured
-            outputs.append(Samples(samples))
-        else:
-            state = _expand(np.asarray(result.values[0]), program.used, program.num_qubits, dm)
-            outputs.append(State(state, density=dm))
+        outputs.append(raw_output(program, result, dm))
     return tuple(outputs)
 
 
-def _expand(values: np.ndarray, used: frozenset[int], num_qubits: int, dm: bool) -> np.ndarray:
+def raw_output(program: BraketProgram, result: Any, density: bool) -> Samples | State:
+    """A Braket ``GateModelQuantumTaskResult`` of ``program`` as the plan's raw output:
+    Samples (shots x qubits, qubit order) or the exact State over all its qubits."""
+    if program.shots:
+        measured = np.asarray(result.measurements, dtype=np.int8)
+        # Columns in measured_qubits order; a qubit Braket did not measure stays |0>.
+        samples = np.zeros((program.shots, program.num_qubits), dtype=np.int8)
+        samples[:, list(result.measured_qubits)] = measured
+        return Samples(samples)
+    values = np.asarray(result.values[0])
+    if values.dtype.kind != "c" and values.ndim == (3 if density else 2):
+        # Braket's cloud writes complex numbers as [re, im] pairs; the SDK turns a state
+        # vector's back into complex numbers, a density matrix's not.
+        values = values[..., 0] + 1j * values[..., 1]
+    state = expand_state(values, program.used, program.num_qubits, density)
+    return State(state, density=density)
+
+
+def braket_program(circuit: QuantumScript, density: bool = False) -> BraketProgram:
+    """A plan circuit as a Braket program. With shots: every qubit measured (per-shot
+    samples). Without: the exact state, as a ``state_vector`` result (a ``density_matrix``
+    one when ``density``). q[i] = circuit.wires[i]: Samples columns and State qubits come
+    back in circuit.wires order."""
+    if circuit.shots:
+        source, used = to_openqasm3(circuit)
+        return BraketProgram(source, circuit.shots.total_shots, used, len(circuit.wires))
+    pragma = "density_matrix" if density else "state_vector"
+    # Only a state result can see a global phase.
+    phase = any(isinstance(mp, StateMP) for mp in circuit.measurements)
+    source, used = to_openqasm3(circuit, measure=False, result_pragmas=[pragma],
+                                global_phase=phase)
+    return BraketProgram(source, 0, used, len(circuit.wires))
+
+
+def expand_state(values: np.ndarray, used: frozenset[int], num_qubits: int,
+                 dm: bool) -> np.ndarray:
     """Braket simulates only the qubits a program acts on (in index order); put the idle
-    ones back in |0>."""
+    ones back in |0> (a state vector, or a density matrix when ``dm``)."""
     if values.shape[0] == 2**num_qubits:
         return values
     used_sorted = sorted(used)
@@ -270,21 +301,8 @@ class BraketLocalExecutor(QuantumExecutor):
 
     # -- caller's thread -------------------------------------------------------------------
 
-    def _program(self, circuit: QuantumScript) -> _Program:
-        """q[i] = circuit.wires[i]: Samples columns and State qubits in circuit.wires order."""
-        if circuit.shots:
-            source, used = to_openqasm3(circuit)
-            return _Program(source, circuit.shots.total_shots, used, len(circuit.wires))
-        pragma = "state_vector" if self.device == "braket_sv" else "density_matrix"
-        # Only a state result can see a global phase.
-        phase = any(isinstance(mp, StateMP) for mp in circuit.measurements)
-        source, used = to_openqasm3(
-            circuit, measure=False, result_pragmas=[pragma], global_phase=phase
-        )
-        return _Program(source, 0, used, len(circuit.wires))
-
     def translate(self, circuits: tuple[QuantumScript, ...]) -> Any:
-        programs = tuple(self._program(c) for c in circuits)
+        programs = tuple(braket_program(c, density=self.device == "braket_dm") for c in circuits)
         if self.parallel is None:
             # Simulate here, on the caller's thread (as LocalExecutor does): no hand-off.
             submitted_at, started = time.time(), time.perf_counter()
