@@ -17,8 +17,14 @@ in this run, against its goal.
   p99 latency hedged / p99 not hedged (queue policy); goal <= 0.5; losing copies cancelled
 - result cache: the same batch 200 times on a real QuantumCluster (cache=True): backend
   executes after the first; goal 0
+- idempotent submission: a QuantumCluster of two AzureExecutors (the real azure-quantum SDK)
+  against the Azure Quantum stand-in (tests/standins/azure_quantum.py, needs Azurite) losing
+  10% of the replies of its job and storage endpoints after acting on them, plus processes
+  killed -9 at random points of a call and the call repeated under its key in this process:
+  duplicate executions (jobs the stand-in created beyond one per circuit); goal 0. For
+  contrast, the same faults with a retry loop around a bare AzureExecutor (no keys).
 
-Usage: python bench/fleet.py [--tapes 100000] [--members 1000]
+Usage: python bench/fleet.py [--tapes 100000] [--members 1000] [--no-azure]
 """
 
 from __future__ import annotations
@@ -314,10 +320,144 @@ def bench_cache(calls: int = 200) -> dict[str, float]:
     }
 
 
+_VICTIM = """
+import sys, pennylane as qml, qfleet as qf
+from pennylane.tape import QuantumScript
+from qfleet.executors import AzureCredential, AzureExecutor
+base, tenant, client, secret, rid, key, angle = sys.argv[1:]
+cred = AzureCredential(tenant_id=tenant, client_id=client, client_secret=secret, resource_id=rid)
+members = [AzureExecutor(backend_name="ionq.simulator", credentials=cred, location="eastus",
+                         arm_endpoint=base, authority=base, seed=7, name=n) for n in "ab"]
+cluster = qf.QuantumCluster(executors=members, retries=8, backoff=0.01)
+tapes = [QuantumScript([qml.RX(float(angle), 0)], [qml.expval(qml.Z(0))], shots=500),
+         QuantumScript([qml.Hadamard(0), qml.CNOT([0, 1])], [qml.probs(wires=[0, 1])], shots=500)]
+print("submitting", flush=True)
+with qf.idempotent(key):
+    cluster.execute(tapes)
+"""
+
+
+def bench_idempotency(calls: int = 40, restarts: int = 8, rate: float = 0.1) -> dict | None:
+    """Duplicate executions under ``rate`` dropped replies and kill -9 restarts (see the
+    module's docstring); None when Azurite is not installed."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    import requests
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "standins"))
+    from azure_quantum import AzureStack, azurite_command
+
+    from qfleet.cluster import Ledger
+    from qfleet.errors import ExecutorError
+    from qfleet.executors import AzureCredential, AzureExecutor
+    from qfleet.executors.azure import forget_workspaces
+
+    if azurite_command() is None:
+        return None
+
+    def tapes(angle: float) -> list[QuantumScript]:
+        return [
+            QuantumScript([qml.RX(angle, 0)], [qml.expval(qml.Z(0))], shots=500),
+            QuantumScript([qml.Hadamard(0), qml.CNOT([0, 1])], [qml.probs(wires=[0, 1])],
+                          shots=500),
+        ]  # fmt: skip
+
+    with tempfile.TemporaryDirectory() as folder, AzureStack(Path(folder)) as stack:
+        os.environ.update(stack.env)
+        os.environ["QFLEET_HOME"] = str(Path(folder) / "home")
+
+        def control(what: str, body: dict | None = None) -> dict:
+            url = f"{stack.base}/__standin__/{what}"
+            if body is None:
+                return requests.get(url, timeout=10, verify=stack.verify).json()
+            return requests.post(url, json=body, timeout=10, verify=stack.verify).json()
+
+        cred = AzureCredential(tenant_id=stack.TENANT, client_id=stack.CLIENT_ID,
+                               client_secret=stack.CLIENT_SECRET, resource_id=stack.resource_id)
+
+        def member(name: str) -> AzureExecutor:
+            return AzureExecutor(backend_name="ionq.simulator", credentials=cred,
+                                 location="eastus", arm_endpoint=stack.base,
+                                 authority=stack.base, seed=7, name=name)
+
+        drops = {"drop_replies": {"path": "/jobs/|/storage/", "rate": rate, "seed": 11}}
+        out: dict[str, Any] = {}
+        # Contrast first: a retry loop around a bare executor, no keys.
+        control("reset", {})  # a new stand-in: its tokens too
+        forget_workspaces()
+        control("faults", drops)
+        bare = member("bare")
+        failures = 0
+        for n in range(calls):
+            while True:
+                try:
+                    bare.execute(tapes(0.05 * n))
+                    break
+                except ExecutorError as exc:
+                    if not exc.transient:
+                        raise
+                    failures += 1
+        stats = control("stats")
+        out["bare_extra_jobs"] = stats["creates"] - 2 * calls
+        out["bare_retries"] = failures
+        # The cluster: dropped replies, then kill -9 mid-call and the call repeated.
+        control("reset", {})  # a new stand-in: its tokens too
+        forget_workspaces()
+        control("faults", {**drops, "job_delay": 0.3})
+        cluster = qf.QuantumCluster(executors=[member("a"), member("b")], retries=8,
+                                    backoff=0.01)
+        for n in range(calls):
+            cluster.execute(tapes(0.05 * n))
+        rng = random.Random(5)
+        victims = []
+        for k in range(restarts):
+            victim = subprocess.Popen(
+                [sys.executable, "-c", _VICTIM, stack.base, stack.TENANT, stack.CLIENT_ID,
+                 stack.CLIENT_SECRET, stack.resource_id, f"restart-{k}", str(0.1 * k)],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+            victims.append(victim)
+        def kill(victim: subprocess.Popen, delay: float) -> None:
+            victim.stdout.readline()  # "submitting": then a random point of its call
+            time.sleep(delay)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+            victim.stdout.close()
+
+        killers = [threading.Thread(target=kill, args=(v, rng.uniform(0.0, 3.0)))
+                   for v in victims]  # fmt: skip
+        for killer in killers:
+            killer.start()
+        for killer in killers:
+            killer.join()
+        ledger = Ledger.default()
+        # killed after their batch was accepted and recorded (the rest: before, or between)
+        recorded = sum(ledger.submission(f"restart-{k}/0") is not None for k in range(restarts))
+        for k in range(restarts):
+            with qf.idempotent(f"restart-{k}"):
+                cluster.execute(tapes(0.1 * k))
+        stats = control("stats")
+        expected = 2 * (calls + restarts)
+        out.update(
+            calls=calls, restarts=restarts, dropped=stats["dropped"], jobs=len(stats["jobs"]),
+            expected=expected, duplicates=stats["creates"] - expected,
+            not_succeeded=sum(j["status"] != "Succeeded" for j in stats["jobs"]),
+            recorded_by_victims=recorded,
+        )
+        return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tapes", type=int, default=100_000)
     parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument("--no-azure", action="store_true",
+                        help="skip the idempotency figure (it starts the Azure stand-in)")
     args = parser.parse_args()
 
     print(f"selector decision, {args.members} members (goal <= 20 us per batch):")
@@ -347,6 +487,17 @@ def main() -> None:
     print(f"result cache: {cache['hits']}/{cache['calls']} hits, backend executes after the "
           f"first: {cache['executes_after_first']} (goal 0), {cache['us_per_hit']:.0f} us "
           f"per hit")  # fmt: skip
+    idem = None if args.no_azure else bench_idempotency()
+    if idem is None:
+        print("idempotent submission: skipped (--no-azure, or Azurite not installed: npm ci)")
+    else:
+        print(f"duplicate executions under {idem['dropped']} dropped replies (10%) + "
+              f"{idem['restarts']} kill -9 restarts, {idem['calls'] + idem['restarts']} calls "
+              f"of 2 circuits: {idem['duplicates']} (goal 0); {idem['jobs']} jobs for "
+              f"{idem['expected']} circuits, {idem['not_succeeded']} not succeeded; "
+              f"{idem['recorded_by_victims']} of the killed calls had their jobs recorded; without "
+              f"keys (retry loop around a bare executor): {idem['bare_extra_jobs']} extra jobs "
+              f"after {idem['bare_retries']} retries")  # fmt: skip
 
 
 if __name__ == "__main__":

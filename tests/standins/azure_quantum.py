@@ -26,7 +26,11 @@ with any of ``{"fail_jobs": [{"code": ..., "message": ...}]}`` (the next jobs fa
 ``{"http_errors": [{"method": "PUT", "path": "regex", "codes": [429, 503],
 "retry_after": 1}]}`` (the next matching requests get these statuses), ``{"hold_jobs": true}``,
 ``{"job_delay": seconds}``, ``{"expire_secret": true}`` (the client secret expires: AADSTS7000222),
-``{"availability": {"target id": "Unavailable"}}``.
+``{"availability": {"target id": "Unavailable"}}``, ``{"drop_replies": {"method": "PUT",
+"path": "regex", "rate": 0.1, "seed": 1, "skip": 0, "count": 5}}`` (a matching request is
+carried out, then the connection is closed without its 2xx reply: a reply lost after the
+service accepted the work; ``skip``: spare the first matches, ``count``: drop at most so many;
+``stats`` counts ``dropped`` replies and ``creates``, every PUT that created a job).
 
 Run (the fixture in tests/test_azure_executor.py does this)::
 
@@ -42,6 +46,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import random
 import re
 import secrets
 import shutil
@@ -197,6 +202,10 @@ class State(FaultState):
 
     def clear(self) -> None:
         self.jobs: dict[str, dict] = {}
+        self.drop: dict[str, Any] | None = None
+        self.drop_rng = random.Random(0)
+        self.dropped = 0
+        self.creates = 0
         self.tokens: dict[str, tuple[str, float]] = {}
         self.secret_expired = False
         self.availability = {name: t.get("availability", "Available")
@@ -314,6 +323,9 @@ class Handler(FaultHandler):
     fault_path_match = staticmethod(re.search)
 
     def _send(self, status: int, body: Any = None, headers: dict | None = None) -> None:
+        if self._drop(status):
+            self.close_connection = True  # the client sees the connection end, no reply
+            return
         data = b"" if body is None else json.dumps(body).encode()
         self._write(status, data, "application/json; charset=utf-8",
                     {"x-ms-request-id": str(uuid.uuid4()), **(headers or {})})
@@ -321,6 +333,24 @@ class Handler(FaultHandler):
         if not path.startswith(CONTROL):
             with self.state.lock:
                 self.state.requests.append((self.command, path, status))
+
+    def _drop(self, status: int) -> bool:
+        """Whether this 2xx reply is to be lost (the ``drop_replies`` fault)."""
+        path = urlparse(self.path).path
+        with self.state.lock:
+            rule = self.state.drop
+            if (rule is None or not 200 <= status < 300 or path.startswith(CONTROL)
+                    or rule.get("method", self.command) != self.command
+                    or not re.search(rule.get("path", ".*"), path)
+                    or self.state.drop_rng.random() >= float(rule.get("rate", 1.0))):
+                return False
+            rule["seen"] = rule.get("seen", 0) + 1
+            if rule["seen"] <= rule.get("skip", 0) or rule.get("count", 1e9) <= 0:
+                return False
+            rule["count"] = rule.get("count", 1e9) - 1
+            self.state.dropped += 1
+            self.state.requests.append((self.command, path, 0))  # 0: reply dropped
+            return True
 
     def _error(self, status: int, code: str, message: str, headers: dict | None = None) -> None:
         self._send(status, _odata_error(code, message), headers)
@@ -570,6 +600,7 @@ class Handler(FaultHandler):
                        creationTime=_now(), beginExecutionTime=None, endExecutionTime=None,
                        cancellationTime=None, errorData=None, outputDataUri=None)
             state.jobs[job_id] = job
+            state.creates += 1
             reply = dict(job)
         state.pool.submit(state.run_job, job_id)
         self._send(200, reply)
@@ -581,13 +612,17 @@ class Handler(FaultHandler):
         jobs = [{k: j.get(k) for k in ("id", "name", "target", "status", "inputParams",
                                         "inputDataFormat", "errorData", "metadata", "tags")}
                 for j in state.jobs.values()]
-        return {"jobs": jobs, "requests": state.requests, "tokens_issued": len(state.tokens)}
+        return {"jobs": jobs, "requests": state.requests, "tokens_issued": len(state.tokens),
+                "dropped": state.dropped, "creates": state.creates}
 
     def _more_faults(self, faults: dict) -> None:
         state = self.state
         if "expire_secret" in faults:
             state.secret_expired = bool(faults["expire_secret"])
         state.availability.update(faults.get("availability", {}))
+        if "drop_replies" in faults:
+            state.drop = faults["drop_replies"] or None
+            state.drop_rng = random.Random((state.drop or {}).get("seed", 0))
 
 
 def serve(config: dict[str, Any], cert: str, key: str, port: int = 0) -> None:

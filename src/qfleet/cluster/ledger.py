@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import json
 import math
@@ -26,6 +27,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -101,7 +103,25 @@ CREATE TABLE IF NOT EXISTS spend (
     member TEXT NOT NULL, batch TEXT);
 CREATE TABLE IF NOT EXISTS result_cache (
     key TEXT PRIMARY KEY, created REAL NOT NULL, results TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS submissions (
+    batch TEXT PRIMARY KEY, key TEXT NOT NULL, member TEXT NOT NULL, job_ids TEXT NOT NULL,
+    accepted REAL NOT NULL);
 """
+
+#: Seconds an accepted submission is remembered for re-attaching (then pruned).
+SUBMISSION_TTL = 7 * 86400.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Submission:
+    """A batch a backend accepted: ``batch`` (the call's idempotency key), ``key`` (the
+    batch's circuits on ``member``), the member's label and the backend's job ids."""
+
+    batch: str
+    key: str
+    member: str
+    job_ids: tuple[str, ...]
+    accepted: float
 
 
 class Ledger:
@@ -227,6 +247,56 @@ class Ledger:
             error.add_note("members: " + "; ".join(f"{k}: {v}" for k, v in skips.items()))
         return error
 
+    # -- idempotent submission ----------------------------------------------------------
+
+    def submission(self, batch: str) -> Submission | None:
+        """The accepted submission of the call ``batch``, if a backend accepted one."""
+        with self._lock:
+            row = self._connection().execute(
+                "SELECT batch, key, member, job_ids, accepted FROM submissions WHERE batch = ?",
+                (batch,),
+            ).fetchone()
+        return None if row is None else _submission(row)
+
+    def record_submission(
+        self, batch: str, key: str, member: str, job_ids: Sequence[str]
+    ) -> Submission:
+        """Record that ``member`` accepted ``batch`` as ``job_ids`` (one transaction, across
+        processes); returns the recorded submission: this one, or the one another process
+        recorded first (then the caller holds a second copy and cancels it). No ``job_ids``:
+        pending, the member may hold the batch (a lost reply) and its retry stays there."""
+        now = time.time()
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT INTO submissions (batch, key, member, job_ids, accepted) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (batch) DO UPDATE SET "
+                    "job_ids = excluded.job_ids, accepted = excluded.accepted "
+                    # a pending record (no ids yet) becomes its member's accepted one
+                    "WHERE submissions.job_ids = '[]' AND excluded.job_ids != '[]' "
+                    "AND submissions.member = excluded.member AND submissions.key = excluded.key",
+                    (batch, key, member, json.dumps(list(job_ids)), now),
+                )
+                row = conn.execute(
+                    "SELECT batch, key, member, job_ids, accepted FROM submissions "
+                    "WHERE batch = ?",
+                    (batch,),
+                ).fetchone()
+                # keep the table small: old batches are past any retry
+                conn.execute("DELETE FROM submissions WHERE accepted < ?", (now - SUBMISSION_TTL,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return _submission(row)
+
+    def forget_submission(self, batch: str) -> None:
+        """Drop ``batch``'s record (its jobs were cancelled: a retry must submit again)."""
+        with self._lock:
+            self._connection().execute("DELETE FROM submissions WHERE batch = ?", (batch,))
+
     # -- result cache -----------------------------------------------------------------
 
     def cached(self, key: str) -> Any | None:
@@ -248,6 +318,11 @@ class Ledger:
                 (key, time.time(), text),
             )
         return True
+
+
+def _submission(row: tuple) -> Submission:
+    batch, key, member, job_ids, accepted = row
+    return Submission(batch, key, member, tuple(json.loads(job_ids)), accepted)
 
 
 def _remaining(budget: Budget, today: float, total: float) -> float:
