@@ -19,6 +19,7 @@ the command line (``qfleet serve-2300``, ``qfleet config``) starts in a fraction
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from qfleet.errors import (
@@ -38,6 +39,13 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "QuantumExecutor": ("qfleet.executors", "QuantumExecutor"),
     "QuantumCluster": ("qfleet.cluster", "QuantumCluster"),
     "QCluster": ("qfleet.cluster", "QuantumCluster"),  # Covalent's name
+    "Price": ("qfleet.executors.status", "Price"),
+    "ExecutorStatus": ("qfleet.executors.status", "ExecutorStatus"),
+    "Policy": ("qfleet.cluster", "Policy"),
+    "Budget": ("qfleet.cluster", "Budget"),
+    "BudgetExceededError": ("qfleet.cluster", "BudgetExceededError"),
+    "idempotent": ("qfleet.cluster", "idempotent"),
+    "IdempotencyKeyError": ("qfleet.cluster", "IdempotencyKeyError"),
     "load_config": ("qfleet.config", "load_config"),
     "qelectron": ("qfleet.pennylane", "qelectron"),
     "QElectron": ("qfleet.pennylane", "QElectron"),
@@ -48,6 +56,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "ExecutionSession": ("qfleet.jobs", "ExecutionSession"),
     "Pauli": ("qfleet.jobs", "Pauli"),
     "get_execution_jobs": ("qfleet.jobs", "get_execution_jobs"),
+    "get_execution_actions": ("qfleet.jobs", "get_execution_actions"),
+    "ExecutionJobFilters": ("qfleet.jobs", "ExecutionJobFilters"),
 }
 
 
@@ -67,23 +77,52 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
+def _mask_secrets_in_qfleet_logs() -> None:
+    # The one secret rule for logs (qfleet.config.logs): every record of a qfleet logger, its
+    # children included, is masked before any handler sees it; other libraries' records pass
+    # through. The masking module loads with the first qfleet record: `import qfleet` stays light.
+    previous = logging.getLogRecordFactory()
+
+    def factory(name: str, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(name, *args, **kwargs)
+        if name == "qfleet" or name.startswith("qfleet."):
+            from qfleet.config.logs import mask_record
+
+            mask_record(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+_mask_secrets_in_qfleet_logs()
+
+
 if TYPE_CHECKING:
     # What _LAZY loads, for type checkers and IDEs; ``X as X`` marks each as a re-export.
     from qfleet import executor as executor
+    from qfleet.cluster import Budget as Budget
+    from qfleet.cluster import BudgetExceededError as BudgetExceededError
+    from qfleet.cluster import IdempotencyKeyError as IdempotencyKeyError
+    from qfleet.cluster import Policy as Policy
     from qfleet.cluster import QuantumCluster as QCluster  # noqa: F401 - Covalent's name, in _LAZY
     from qfleet.cluster import QuantumCluster as QuantumCluster
+    from qfleet.cluster import idempotent as idempotent
     from qfleet.config import load_config as load_config
     from qfleet.executors import LocalExecutor as LocalExecutor
     from qfleet.executors import QuantumExecutor as QuantumExecutor
+    from qfleet.executors.status import ExecutorStatus as ExecutorStatus
+    from qfleet.executors.status import Price as Price
     from qfleet.jobs import ExecutionJob as ExecutionJob
+    from qfleet.jobs import ExecutionJobFilters as ExecutionJobFilters
     from qfleet.jobs import ExecutionPreferences as ExecutionPreferences
     from qfleet.jobs import ExecutionSession as ExecutionSession
     from qfleet.jobs import Pauli as Pauli
+    from qfleet.jobs import get_execution_actions as get_execution_actions
     from qfleet.jobs import get_execution_jobs as get_execution_jobs
     from qfleet.pennylane import QElectron as QElectron
     from qfleet.pennylane import QFleetDevice as QFleetDevice
     from qfleet.pennylane import QFuture as QFuture
-    from qfleet.pennylane import qelectron as qelectron
+    from qfleet.pennylane.qelectron import qelectron as qelectron
 
 __all__ = [
     "ConfigError",

@@ -753,8 +753,11 @@ class ExecutionJob:
             if runner.can_attach:
                 handle = runner.reattach(tapes, job_ids, submitted_at=row.get("started_at"))
                 return launch(self._store, self.id, handle.prepared, self._post(), handle)
+        from qfleet.executors.idempotency import idempotent
+
         executor = executor_from_spec(json.loads(row["executor"]))
-        prepared = executor.prepare(tapes)
+        with idempotent(f"job:{self.id}"):  # the key the job's first launch used
+            prepared = executor.prepare(tapes)
         self._store.update(
             self.id,
             {"status": "QUEUED", "backend_job_ids": "[]",

@@ -45,6 +45,7 @@ from qfleet.circuits.programs import (
 )
 from qfleet.circuits.tape_json import tapes_document
 from qfleet.errors import ConfigError, QFleetError
+from qfleet.executors.idempotency import idempotent
 from qfleet.jobs.distributions import CostFunctionError, check_quantile, evaluate_cost
 from qfleet.jobs.job import (
     EstimationResult,
@@ -642,7 +643,10 @@ class ExecutionSession:
                            observable=observable, num_shots=shots, layout=layout,
                            parent_id=parent_id)
         try:
-            prepared = executor.prepare(tapes)
+            # Keyed by the job: a restart of this job re-attaches to what a cluster member
+            # already accepted instead of submitting the batch again.
+            with idempotent(f"job:{job_id}"):
+                prepared = executor.prepare(tapes)
         except Exception as exc:
             row.update(status="FAILED", ended_at=time.time(), tapes=tapes_document(tapes),
                        error=f"{type(exc).__name__}: {exc}")
