@@ -85,7 +85,9 @@ def test_gradient_batch_stays_on_one_executor():
         batches.append((len(tapes), chosen.label))
         return chosen
 
-    circuit = qf.qelectron(exact_qnode(energy), executors=members("a", "b"), selector=recording)
+    # parameter-shift: "best" would backprop through default.qubit, one traced batch
+    qnode = exact_qnode(energy, diff_method="parameter-shift")
+    circuit = qf.qelectron(qnode, executors=members("a", "b"), selector=recording)
     grad = qml.grad(circuit)(PARAMS)
     want = qml.grad(exact_qnode(energy, diff_method="backprop"))(PARAMS)
     np.testing.assert_allclose(grad, want, atol=1e-10)
@@ -106,7 +108,9 @@ def test_callable_selector_routes_per_batch():
         return executors[1] if len(tapes) > 1 else executors[0]
 
     circuit = qf.qelectron(
-        exact_qnode(energy), executors=members("single", "batch"), selector=by_batch_size
+        exact_qnode(energy, diff_method="parameter-shift"),
+        executors=members("single", "batch"),
+        selector=by_batch_size,
     )
     value = circuit(PARAMS)
     assert circuit.last_metadata.executor == "single"

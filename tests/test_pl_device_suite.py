@@ -8,16 +8,15 @@ skipped at collection), next to default.qubit's:
 
     shots   device          passed  skipped  xfailed
     None    default.qubit   382     52       9
-    None    qfleet.local    389     45       9
+    None    qfleet.local    399     35       9
     10000   default.qubit   374     60       9
     10000   qfleet.local    374     60       9
 
 Differences (shots=None only; at 10000 shots the same tests pass, skip and xfail):
 - 17 test_compare_default_qubit tests pass on qfleet.local; default.qubit skips them
   ("Device is default.qubit": it would compare itself with itself).
-- 10 ``[backprop]`` gradient tests (autograd, jax) skip on qfleet.local ("device does not
-  support diff_method"): by design the device has no device derivatives, so gradients go
-  through parameter-shift, whose tests pass.
+- the 10 ``[backprop]`` gradient tests (autograd, jax) pass on qfleet.local as on
+  default.qubit: its default LocalExecutor backprops through default.qubit (issue 13).
 The 9 xfails (CV templates, custom measurement transforms) are PennyLane's, on both devices.
 """
 
@@ -34,7 +33,7 @@ from pathlib import Path
 import pytest
 
 EXPECTED = {
-    "None": {"passed": 389, "skipped": 45, "xfailed": 9},
+    "None": {"passed": 399, "skipped": 35, "xfailed": 9},
     "10000": {"passed": 374, "skipped": 60, "xfailed": 9},
 }
 # torch adds test_gradients_torch.py's tests (not installed by the test extra).

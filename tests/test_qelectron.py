@@ -192,11 +192,19 @@ def test_autograd_gradients_through_the_cluster(diff_method, atol):
     assert electron.last_metadata.num_circuits > 1  # the gradient's tapes, one batch
 
 
-def test_best_resolves_to_parameter_shift():
+def test_best_resolves_as_on_the_plain_qnode():
+    # default.qubit on the caller's thread: backprop, one traced tape
     electron = qf.qelectron(exact_qnode(energy), executors=LocalExecutor())
     qml.grad(electron)(PARAMS)
-    # parameter-shift: 2 tapes per trainable parameter (RZ and RX share params[2]: 4 tapes)
-    assert electron.last_metadata.num_circuits == 2 * 4
+    assert electron.last_metadata.num_circuits == 1
+    # a cluster whose members differentiate with different simulators: parameter-shift,
+    # 2 tapes per trainable parameter (RZ and RX share params[2]: 4 tapes)
+    mixed = qf.qelectron(
+        exact_qnode(energy),
+        executors=[LocalExecutor(), LocalExecutor(device="lightning.qubit")],
+    )
+    qml.grad(mixed)(PARAMS)
+    assert mixed.last_metadata.num_circuits == 2 * 4
 
 
 def test_jacobian_of_vector_output():
@@ -223,13 +231,19 @@ def test_gradient_with_shots_is_within_shot_noise():
     assert not np.allclose(grad, want, atol=1e-6)  # really sampled
 
 
-@pytest.mark.parametrize("requested", ["backprop", "adjoint"])
-def test_device_gradients_fall_back_to_parameter_shift_with_a_warning(requested):
+@pytest.mark.parametrize(
+    "requested, executor",
+    [
+        ("backprop", LocalExecutor(device="lightning.qubit")),  # lightning has adjoint only
+        ("adjoint", LocalExecutor(shots=100)),  # executor shots: no exact derivatives
+    ],
+)
+def test_device_gradients_fall_back_to_parameter_shift_with_a_warning(requested, executor):
     with pytest.warns(UserWarning, match=f"diff_method='{requested}'.*using 'parameter-shift'"):
-        electron = qf.qelectron(
-            exact_qnode(energy, diff_method=requested), executors=LocalExecutor()
-        )
+        electron = qf.qelectron(exact_qnode(energy, diff_method=requested), executors=executor)
     assert electron.diff_method == "parameter-shift"
+    if executor.shots:
+        return  # sampled: the gradient is checked against shot noise elsewhere
     grad = qml.grad(electron)(PARAMS)
     np.testing.assert_allclose(
         grad, qml.grad(exact_qnode(energy, diff_method="backprop"))(PARAMS), atol=1e-10
@@ -319,6 +333,10 @@ class RecordingExecutor(LocalExecutor):
         RECEIVED.append([op.name for t in tapes for op in t.operations])
         return super().translate(tapes)
 
+    def translate_derivatives(self, tapes, derivatives):
+        RECEIVED.append([op.name for t in tapes for op in t.operations])
+        return super().translate_derivatives(tapes, derivatives)
+
 
 def redundant(x):
     qml.Hadamard(0)
@@ -401,7 +419,7 @@ def test_plugin_device():
     np.testing.assert_allclose(
         grad, qml.grad(exact_qnode(energy, diff_method="backprop"))(PARAMS), atol=1e-10
     )
-    assert dev.last_metadata.num_circuits == 8
+    assert dev.last_metadata.num_circuits == 1  # backprop, as on default.qubit
     # shots are set on the QNode, as for any PennyLane 0.45 device
     sampled = qml.set_shots(qml.QNode(func, dev), shots=100)(0.4, 0.9)
     assert np.isclose(sampled[1].sum(), 1.0) and np.allclose(sampled[1] * 100 % 1, 0)

@@ -43,8 +43,9 @@ from pennylane.tape import QuantumScript
 from pydantic import Field, field_validator
 
 from qfleet.errors import ConfigError, ExecutorError
-from qfleet.executors.base import QuantumExecutor
+from qfleet.executors.base import Capabilities, QuantumExecutor
 from qfleet.executors.local import PennyLaneSimulator, check_simulator_name, simulate_in_worker
+from qfleet.sampling.derivatives import Derivatives
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,18 @@ def _run_chunk(device: str, options: tuple, seed: int | None, blob: bytes) -> tu
         # worker ran it or what ran there before.
         return PennyLaneSimulator(device, {**dict(options), "seed": seed}).run(tapes)
     return simulate_in_worker(device, options, tapes)
+
+
+def _run_derivative_chunk(device: str, options: tuple, blob: bytes) -> tuple:
+    """One chunk of a derivative batch on a dask worker: per tape, what the request's
+    mode names (exact: no seed)."""
+    import cloudpickle
+
+    from qfleet.runtime.queuing import make_queuing_thread_safe
+
+    make_queuing_thread_safe()
+    tapes, derivatives = cloudpickle.loads(blob)
+    return simulate_in_worker(device, options, tapes, derivatives)
 
 
 # -- client side (the background loop) ------------------------------------------------------
@@ -178,7 +191,17 @@ class DaskExecutor(QuantumExecutor):
     seed: int | None = None
     chunk_size: int | None = Field(default=None, gt=0)
     connect_timeout: float = Field(default=60.0, gt=0)
-    """Seconds to wait for the scheduler (and a LocalCluster's start)."""
+    """Seconds to wait for the scheduler (and a LocalCluster's start). Unless set, a
+    scheduler ``address`` gets 10 s (a dead one is known in seconds); ``timeout``, when
+    smaller, bounds it too."""
+
+    @property
+    def connect_limit(self) -> float:
+        """The seconds connecting may take (see ``connect_timeout``)."""
+        limit = self.connect_timeout
+        if self.address and "connect_timeout" not in self.model_fields_set:
+            limit = 10.0
+        return min(limit, self.timeout) if self.timeout is not None else limit
 
     backend_kind: ClassVar[str] = "dask"
 
@@ -194,29 +217,49 @@ class DaskExecutor(QuantumExecutor):
 
     def supports_operation(self, op: Any) -> bool:
         # The workers run the same simulator: ask a local one (caller's thread).
+        try:
+            self._probe().preprocess((QuantumScript([op]),))
+        except DeviceError:
+            return False
+        return True
+
+    def _probe(self) -> PennyLaneSimulator:
         simulator = self._runtime.get("probe")
         if simulator is None:
             try:
                 simulator = PennyLaneSimulator(self.device, self._options())
-                self._runtime["probe"] = simulator
             except TypeError as exc:
                 raise ConfigError(
                     f"{self.label}: {self.device} rejected device_options "
                     f"{sorted(self.device_options)}: {exc}"
                 ) from exc
-        try:
-            simulator.preprocess((QuantumScript([op]),))
-        except DeviceError:
-            return False
-        return True
+            self._runtime["probe"] = simulator
+        return simulator
 
     def _options(self) -> dict[str, Any]:
         return dict(self.device_options)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # A full simulator on every worker; its derivatives except backprop (traced
+        # values do not cross processes). Asked of a local probe once per process.
+        caps = self._runtime.get("capabilities")
+        if caps is None:
+            offers = self._probe().offers(inline=False) if self.shots is None else frozenset()
+            caps = Capabilities(simulator=self.device, derivatives=offers)
+            self._runtime["capabilities"] = caps
+        return caps
 
     # -- caller's thread -------------------------------------------------------------------
 
     def translate(self, tapes: tuple[QuantumScript, ...]) -> Any:
         import cloudpickle
+
+        from qfleet.sampling.resources import check_memory  # refuse what cannot fit first
+
+        # A remote scheduler's workers have their own memory: only the configured cap applies.
+        check_memory(tapes, executor=self.label, mixed=self.device == "default.mixed",
+                     local=self.address is None)
 
         # Pickled here, one blob per dask task (a tenth of the cost of one per tape).
         sizes = self._chunk_sizes(len(tapes))
@@ -225,7 +268,24 @@ class DaskExecutor(QuantumExecutor):
             blobs.append(cloudpickle.dumps(tapes[start : start + size]))
             start += size
         counter = self._runtime.setdefault("batches", itertools.count())
-        return tuple(blobs), next(counter)
+        return tuple(blobs), next(counter), False
+
+    def translate_derivatives(
+        self, tapes: tuple[QuantumScript, ...], derivatives: Derivatives
+    ) -> Any:
+        import cloudpickle
+
+        from qfleet.sampling.resources import check_memory  # as translate: refuse first
+
+        check_memory(tapes, executor=self.label, mixed=self.device == "default.mixed",
+                     local=self.address is None)
+        # Chunks as for results: each worker differentiates its tapes independently.
+        blobs, start = [], 0
+        for size in self._chunk_sizes(len(tapes)):
+            part = (tapes[start : start + size], derivatives.part(start, start + size))
+            blobs.append(cloudpickle.dumps(part))
+            start += size
+        return tuple(blobs), None, True
 
     def _chunk_sizes(self, n: int) -> list[int]:
         if self.chunk_size:
@@ -268,12 +328,12 @@ class DaskExecutor(QuantumExecutor):
                 return conn
             try:
                 # Client() has its own timeout; this bounds a LocalCluster's start too.
-                conn = await asyncio.wait_for(self._connect(), self.connect_timeout + 5)
+                conn = await asyncio.wait_for(self._connect(), self.connect_limit + 5)
             except TimeoutError as exc:
                 where = self.address or "the LocalCluster"
                 raise ExecutorError(
-                    f"{where} did not answer within {self.connect_timeout} s "
-                    f"(connect_timeout); is the scheduler running and reachable?",
+                    f"{where} did not answer within {self.connect_limit:g} s "
+                    f"(connect_timeout/timeout); is the scheduler running and reachable?",
                     executor=self.label,
                     transient=True,
                 ) from exc
@@ -296,7 +356,7 @@ class DaskExecutor(QuantumExecutor):
                     self.address,
                     asynchronous=True,
                     set_as_default=False,
-                    timeout=self.connect_timeout,
+                    timeout=self.connect_limit,
                 )
             except (OSError, TimeoutError) as exc:
                 raise ExecutorError(
@@ -318,7 +378,9 @@ class DaskExecutor(QuantumExecutor):
             n_workers=self.n_workers,
             threads_per_worker=self.threads_per_worker,
             processes=processes,
-            host="127.0.0.1",
+            # loopback for worker processes; threads talk in-process (dask's inproc
+            # transport rejects a host)
+            **({"host": "127.0.0.1"} if processes else {}),
             dashboard_address="127.0.0.1:0",  # loopback, any free port
             asynchronous=True,
         )
@@ -332,7 +394,7 @@ class DaskExecutor(QuantumExecutor):
         return _Connection(client, cluster)
 
     async def submit(self, payload: Any) -> tuple[_Job, tuple[str, ...]]:
-        blobs, batch_no = payload
+        blobs, batch_no, derivative = payload
         conn = await self._connection()
         client = conn.client
         _threads_seen[self._cluster_key()] = await conn.threads()
@@ -340,6 +402,18 @@ class DaskExecutor(QuantumExecutor):
         token = uuid.uuid4().hex[:12]
         futures = []
         for i, blob in enumerate(blobs):
+            if derivative:
+                futures.append(
+                    client.submit(
+                        _run_derivative_chunk,
+                        self.device,
+                        options,
+                        blob,
+                        key=f"qfleet-{token}-{i}",
+                        pure=False,
+                    )
+                )
+                continue
             seed = None
             if self.seed is not None:
                 sequence = np.random.SeedSequence([self.seed, batch_no, i])

@@ -13,12 +13,14 @@ from typing import Any, Literal, NamedTuple
 import pennylane as qml
 from pennylane.devices import ExecutionConfig
 from pennylane.exceptions import DeviceError
+from pennylane.ops import MidMeasure
 from pennylane.tape import QuantumScript
 from pydantic import Field, field_validator
 
 from qfleet.errors import ConfigError
-from qfleet.executors.base import BatchResult, Prepared, QuantumExecutor
+from qfleet.executors.base import BatchResult, Capabilities, Prepared, QuantumExecutor
 from qfleet.runtime.queuing import make_queuing_thread_safe
+from qfleet.sampling.derivatives import NATIVE_METHODS, Derivatives
 
 
 class PennyLaneSimulator:
@@ -31,21 +33,59 @@ class PennyLaneSimulator:
     def __init__(self, device: str, options: dict[str, Any]):
         self.device = qml.device(device, **options)
         self._pipelines: dict[tuple, tuple] = {}
+        self._configs: dict[tuple, ExecutionConfig] = {}
 
     def run(self, tapes: Sequence[QuantumScript]) -> tuple:
         config, pipeline = self._pipeline(tapes[0])
         batch, postprocess = pipeline(tuple(tapes))
         return tuple(postprocess(self.device.execute(batch, config)))
 
+    def derivatives(self, tapes: Sequence[QuantumScript], request: Derivatives) -> tuple:
+        """What ``request.mode`` names, per tape: the simulator's own device methods.
+
+        The tapes went through this simulator's preprocessing for ``request.method``
+        already (on the QFleetDevice, where PennyLane differentiates through it), so
+        they run as they are.
+        """
+        tapes = tuple(tapes)
+        config = self._derivative_config(tapes[0], request)
+        device, mode = self.device, request.mode
+        if mode == "execute":  # backprop: the simulation itself is traced
+            return tuple(device.execute(tapes, config))
+        if mode == "jacobian":
+            return tuple(device.compute_derivatives(tapes, config))
+        if mode == "vjp":
+            return tuple(device.compute_vjp(tapes, request.vectors, config))
+        if mode == "jvp":
+            return tuple(device.compute_jvp(tapes, request.vectors, config))
+        if mode == "execute_and_jacobian":
+            pair = device.execute_and_compute_derivatives(tapes, config)
+        elif mode == "execute_and_vjp":
+            pair = device.execute_and_compute_vjp(tapes, request.vectors, config)
+        elif mode == "execute_and_jvp":
+            pair = device.execute_and_compute_jvp(tapes, request.vectors, config)
+        else:
+            raise ValueError(f"unknown derivative mode {mode!r}")
+        return tuple(zip(*pair, strict=True))
+
     def preprocess(self, tapes: Sequence[QuantumScript]) -> tuple:
         """The simulator's own preprocessing of ``tapes`` (raises DeviceError on what it
         cannot run)."""
         return self._pipeline(tapes[0])[1](tuple(tapes))
 
+    def offers(self, inline: bool) -> frozenset[str]:
+        """The derivatives this simulator computes itself; backprop only ``inline`` (traced
+        on the caller's thread, never across a process or thread boundary)."""
+        methods = NATIVE_METHODS if inline else NATIVE_METHODS - {"backprop"}
+        return frozenset(
+            m for m in methods
+            if self.device.supports_derivatives(ExecutionConfig(gradient_method=m))
+        )  # fmt: skip
+
     def _pipeline(self, tape: QuantumScript):
         # The device's config depends on the tape only through shots and mid-circuit
         # measurements (it picks the mcm method); key the cache on those.
-        has_mcm = any(isinstance(op, qml.measurements.MidMeasureMP) for op in tape.operations)
+        has_mcm = any(isinstance(op, MidMeasure) for op in tape.operations)
         key = (bool(tape.shots), has_mcm)
         if key not in self._pipelines:
             config = self.device.setup_execution_config(
@@ -53,6 +93,22 @@ class PennyLaneSimulator:
             )
             self._pipelines[key] = (config, self.device.preprocess_transforms(config))
         return self._pipelines[key]
+
+    def _derivative_config(self, tape: QuantumScript, request: Derivatives) -> ExecutionConfig:
+        has_mcm = any(isinstance(op, MidMeasure) for op in tape.operations)
+        key = (request.method, request.interface, request.order, bool(tape.shots), has_mcm)
+        config = self._configs.get(key)
+        if config is None:
+            config = self.device.setup_execution_config(
+                ExecutionConfig(
+                    gradient_method=request.method,
+                    interface=request.interface,
+                    derivative_order=request.order,
+                ),
+                tape,
+            )
+            self._configs[key] = config
+        return config
 
 
 def check_simulator_name(value: str) -> str:
@@ -72,16 +128,27 @@ class _InlineRun(NamedTuple):
     seconds: float
 
 
+class _DerivativeBatch(NamedTuple):
+    tapes: tuple
+    derivatives: Derivatives
+
+
 # Per-process simulators for the process pool's workers.
 _worker_simulators: dict[tuple, PennyLaneSimulator] = {}
 
 
-def simulate_in_worker(device: str, options: tuple, tapes: tuple) -> tuple:
-    """Run ``tapes`` on this worker thread's cached simulator (process pools, dask workers)."""
+def simulate_in_worker(
+    device: str, options: tuple, tapes: tuple, derivatives: Derivatives | None = None
+) -> tuple:
+    """Run ``tapes`` (and compute the ``derivatives`` asked for) on this worker thread's
+    cached simulator (process pools, dask workers)."""
     key = (device, options, threading.get_ident())
     if key not in _worker_simulators:
         _worker_simulators[key] = PennyLaneSimulator(device, dict(options))
-    return _worker_simulators[key].run(tapes)
+    simulator = _worker_simulators[key]
+    if derivatives is not None:
+        return simulator.derivatives(tapes, derivatives)
+    return simulator.run(tapes)
 
 
 class LocalExecutor(QuantumExecutor):
@@ -127,6 +194,21 @@ class LocalExecutor(QuantumExecutor):
     @property
     def backend_description(self) -> str:
         return self.device
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # A full simulator, plus the derivatives it computes here (asked of the simulator
+        # once; capabilities are read on every batch's path).
+        caps = self._runtime.get("capabilities")
+        if caps is None:
+            offers = self._simulator().offers(inline=self.parallel is None)
+            caps = Capabilities(
+                simulator=self.device,
+                # Executor shots turn exact tapes into sampled ones: no exact derivatives.
+                derivatives=offers if self.shots is None else frozenset(),
+            )
+            self._runtime["capabilities"] = caps
+        return caps
 
     def supports_operation(self, op: Any) -> bool:
         # Ask the simulator: run its own preprocessing on a one-operator tape.
@@ -174,6 +256,9 @@ class LocalExecutor(QuantumExecutor):
         return pool
 
     def translate(self, tapes: tuple[QuantumScript, ...]) -> Any:
+        from qfleet.sampling.resources import check_memory  # refuse what cannot fit first
+
+        check_memory(tapes, executor=self.label, mixed=self.device == "default.mixed")
         if self.parallel is None:
             # Simulate here, on the caller's thread; the loop only adds the latency.
             submitted_at, started = time.time(), time.perf_counter()
@@ -194,12 +279,33 @@ class LocalExecutor(QuantumExecutor):
             work = loop.run_in_executor(self._pool(), self._run_on_worker_thread, payload)
         else:
             options = tuple(sorted(self._device_kwargs.items()))
+            tapes, derivatives = (
+                (payload.tapes, payload.derivatives)
+                if isinstance(payload, _DerivativeBatch)
+                else (payload, None)
+            )
             work = loop.run_in_executor(
-                self._pool(), simulate_in_worker, self.device, options, payload
+                self._pool(), simulate_in_worker, self.device, options, tapes, derivatives
             )
         return work, ()
 
-    def _run_on_worker_thread(self, tapes: tuple) -> tuple:
+    def translate_derivatives(
+        self, tapes: tuple[QuantumScript, ...], derivatives: Derivatives
+    ) -> Any:
+        from qfleet.sampling.resources import check_memory  # as translate: refuse first
+
+        check_memory(tapes, executor=self.label, mixed=self.device == "default.mixed")
+        if self.parallel is None:
+            submitted_at, started = time.time(), time.perf_counter()
+            results = self._simulator().derivatives(tapes, derivatives)
+            return _InlineRun(results, submitted_at, time.perf_counter() - started)
+        if self.parallel == "thread":
+            make_queuing_thread_safe()
+        return _DerivativeBatch(tapes, derivatives)
+
+    def _run_on_worker_thread(self, tapes: tuple | _DerivativeBatch) -> tuple:
+        if isinstance(tapes, _DerivativeBatch):
+            return self._simulator().derivatives(tapes.tapes, tapes.derivatives)
         return self._simulator().run(tapes)
 
     async def collect(self, job: Any) -> Sequence[Any]:

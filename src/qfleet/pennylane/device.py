@@ -8,6 +8,7 @@ Registered as the PennyLane plugin device ``qfleet.local``::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pennylane as qml
@@ -19,7 +20,7 @@ from pennylane.devices.preprocess import (
 )
 from pennylane.devices.qubit.sampling import get_num_shots_and_executions
 from pennylane.exceptions import DeviceError
-from pennylane.tape import QuantumScript, QuantumScriptBatch
+from pennylane.tape import QuantumScript, QuantumScriptBatch, QuantumScriptOrBatch
 from pennylane.transforms.core import CompilePipeline, transform
 from pennylane.typing import PostprocessingFn
 
@@ -27,7 +28,14 @@ from qfleet.cluster import QuantumCluster
 from qfleet.config import executor_classes, load_config
 from qfleet.errors import ConfigError
 from qfleet.executors import BatchResult, QuantumExecutor, RunMetadata
-from qfleet.sampling import SHOTS_ONLY_MEASUREMENTS, measurement_kind, needs_backend_support
+from qfleet.pennylane.workarounds import remember_failed_capture_import
+from qfleet.sampling import (
+    SHOTS_ONLY_MEASUREMENTS,
+    Capabilities,
+    measurement_kind,
+    needs_backend_support,
+)
+from qfleet.sampling.derivatives import NATIVE_METHODS, Derivatives, Mode, split_pairs
 
 ExecutorsLike = QuantumExecutor | Sequence[QuantumExecutor] | None
 
@@ -104,8 +112,14 @@ def drop_snapshots(tape: QuantumScript) -> tuple[QuantumScriptBatch, Postprocess
 class QFleetDevice(Device):
     """Runs PennyLane tapes on a qfleet executor or cluster.
 
-    It implements no derivatives, so ``diff_method="best"`` resolves to parameter-shift and
-    all tapes of one gradient arrive in one ``execute`` call: one batch, one backend job.
+    Derivatives: where the executor runs a PennyLane simulator itself (LocalExecutor,
+    DaskExecutor; a cluster whose members differentiate with one simulator), the device
+    offers that simulator's own derivatives, and ``diff_method="best"`` resolves to what
+    it resolves to on a plain QNode of that simulator: adjoint on lightning.qubit (one
+    forward and backward pass per tape, the batch on one member), backprop through
+    default.qubit when the simulation runs on the caller's thread. Elsewhere ``"best"`` is
+    parameter-shift, and all tapes of one gradient arrive in one ``execute`` call: one
+    batch, one backend job.
 
     ``seed`` seeds the executors the device builds itself (the config's, by default one
     LocalExecutor), for reproducible shots: ``qml.device("qfleet.local", wires=2, seed=7)``.
@@ -118,6 +132,8 @@ class QFleetDevice(Device):
         ...     return qml.expval(qml.Z(0))
         >>> circuit(0.3)
         np.float64(0.95533648912...)
+        >>> qml.workflow.get_best_diff_method(circuit)(0.3)   # as on default.qubit
+        'backprop'
     """
 
     short_name = "qfleet.local"
@@ -133,21 +149,232 @@ class QFleetDevice(Device):
         super().__init__(wires=wires, shots=shots)
         self.executor = as_executor(executors, selector, seed=seed)
         self.last_metadata: RunMetadata | None = None
+        # Per device, not per call: PennyLane asks for these on every QNode call.
+        self._pipelines: dict[tuple, CompilePipeline] = {}
+        self._simulators: dict[str, Device] = {}
+        self._last_native: tuple | None = None
+        _apply_workarounds()
 
     @property
     def name(self) -> str:
         return self.short_name
 
+    @property
+    def executors(self) -> list[QuantumExecutor]:
+        """Covalent's ``device.executors``: ``[executor]`` (a list given to the qelectron is
+        one QCluster here, as in Covalent)."""
+        return [self.executor]
+
     def __repr__(self) -> str:
         wires = len(self.wires) if self.wires else None
         return f"<QFleetDevice wires={wires} executor={self.executor!r}>"
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The caches hold PennyLane devices and pipelines: rebuilt where unpickled.
+        return {**self.__dict__, "_pipelines": {}, "_simulators": {}, "_last_native": None}
+
+    # -- derivatives ---------------------------------------------------------------------
+
+    def native_derivatives(self) -> tuple[frozenset[str], Device | None]:
+        """The derivatives the executor computes itself, and a PennyLane device of the
+        simulator that computes them (for PennyLane's questions: which method "best" is,
+        whether a circuit supports it, the tapes it differentiates), or (empty, None)."""
+        caps = self.executor.capabilities
+        if not caps.derivatives or caps.simulator is None:
+            return frozenset(), None
+        simulator = self._simulators.get(caps.simulator)
+        if simulator is None:
+            simulator = qml.device(caps.simulator, wires=self.wires)
+            self._simulators[caps.simulator] = simulator
+        return caps.derivatives, simulator
+
+    def _native_config(
+        self, config: ExecutionConfig, circuit: QuantumScript | None, check: bool = True
+    ) -> ExecutionConfig | None:
+        """``config`` resolved as the simulator resolves it, if the executor computes that
+        method itself; else None (PennyLane then differentiates by parameter-shift).
+        ``check``: ask the simulator whether it differentiates ``circuit`` that way."""
+        method = config.gradient_method
+        if not isinstance(method, str) or method not in NATIVE_METHODS | {"best"}:
+            return None
+        # PennyLane asks supports_derivatives, then setup_execution_config, with the same
+        # objects: answer the second from the first.
+        last = self._last_native
+        if last is not None and last[0] is config and last[1] is circuit and last[2] >= check:
+            return last[3]
+        offered, simulator = self.native_derivatives()
+        resolved = None
+        if simulator is not None and (
+            not check or simulator.supports_derivatives(config, circuit)
+        ):
+            resolved = simulator.setup_execution_config(config, circuit)
+            if resolved.gradient_method not in offered:
+                resolved = None
+        if resolved is None and method == "best" and simulator is not None:
+            # Backprop is not offered off the caller's thread: adjoint, as default.qubit
+            # itself resolves "best" when it simulates on workers (max_workers).
+            for fallback in sorted(offered):
+                config_m = replace(config, gradient_method=fallback)
+                if simulator.supports_derivatives(config_m, circuit):
+                    resolved = simulator.setup_execution_config(config_m, circuit)
+                    break
+        self._last_native = (config, circuit, check, resolved)
+        return resolved
+
+    def supports_derivatives(
+        self, execution_config: ExecutionConfig | None = None, circuit: QuantumScript | None = None
+    ) -> bool:
+        if execution_config is None:
+            return bool(self.native_derivatives()[0])
+        return self._native_config(execution_config, circuit) is not None
+
+    def supports_vjp(
+        self, execution_config: ExecutionConfig | None = None, circuit: QuantumScript | None = None
+    ) -> bool:
+        simulator = self._derivative_simulator(execution_config, circuit)
+        return simulator is not None and simulator.supports_vjp(execution_config, circuit)
+
+    def supports_jvp(
+        self, execution_config: ExecutionConfig | None = None, circuit: QuantumScript | None = None
+    ) -> bool:
+        simulator = self._derivative_simulator(execution_config, circuit)
+        return simulator is not None and simulator.supports_jvp(execution_config, circuit)
+
+    def _derivative_simulator(
+        self, config: ExecutionConfig | None, circuit: QuantumScript | None
+    ) -> Device | None:
+        if config is None or self._native_config(config, circuit) is None:
+            return None
+        return self.native_derivatives()[1]
+
+    def setup_execution_config(
+        self, config: ExecutionConfig | None = None, circuit: QuantumScript | None = None
+    ) -> ExecutionConfig:
+        config = config or ExecutionConfig()
+        # PennyLane asked supports_derivatives(config, circuit) before it passes a method
+        # here; only "best" still depends on the circuit.
+        native = self._native_config(config, circuit, check=config.gradient_method == "best")
+        if native is not None:
+            return native
+        if config.gradient_method == "best":
+            # Device.setup_execution_config turns "best" into "device" when the device
+            # supports derivatives for *some* circuit; here this circuit has none.
+            resolved = super().setup_execution_config(
+                replace(config, gradient_method=None), circuit
+            )
+            return replace(resolved, gradient_method="best")
+        return super().setup_execution_config(config, circuit)
+
+    def _request(
+        self,
+        config: ExecutionConfig | None,
+        mode: Mode,
+        vectors: Sequence[Any] | None = None,
+    ) -> Derivatives:
+        assert config is not None and isinstance(config.gradient_method, str)
+        _, simulator = self.native_derivatives()
+        assert simulator is not None  # PennyLane asked for derivatives we offered
+        interface = config.interface
+        return Derivatives(
+            method=config.gradient_method,
+            simulator=simulator.name,
+            mode=mode,
+            vectors=None if vectors is None else tuple(vectors),
+            interface=getattr(interface, "value", interface),
+            order=config.derivative_order,
+        )
+
+    def _run_derivatives(
+        self, circuits: Sequence[QuantumScript], request: Derivatives
+    ) -> BatchResult:
+        results = self.executor.execute(circuits, derivatives=request)
+        self.last_metadata = results.metadata
+        if self.tracker.active:
+            self.tracker.update(derivative_batches=1, derivatives=len(circuits))
+            self.tracker.record()
+        return results
+
+    def compute_derivatives(
+        self, circuits: QuantumScriptOrBatch, execution_config: ExecutionConfig | None = None
+    ) -> tuple:
+        request = self._request(execution_config, "jacobian")
+        return tuple(self._run_derivatives(_batch(circuits), request))
+
+    def execute_and_compute_derivatives(
+        self, circuits: QuantumScriptOrBatch, execution_config: ExecutionConfig | None = None
+    ) -> tuple:
+        request = self._request(execution_config, "execute_and_jacobian")
+        return split_pairs(self._run_derivatives(_batch(circuits), request))
+
+    def compute_vjp(
+        self,
+        circuits: QuantumScriptOrBatch,
+        cotangents: tuple,
+        execution_config: ExecutionConfig | None = None,
+    ) -> tuple:
+        request = self._request(execution_config, "vjp", cotangents)
+        return tuple(self._run_derivatives(_batch(circuits), request))
+
+    def execute_and_compute_vjp(
+        self,
+        circuits: QuantumScriptOrBatch,
+        cotangents: tuple,
+        execution_config: ExecutionConfig | None = None,
+    ) -> tuple:
+        request = self._request(execution_config, "execute_and_vjp", cotangents)
+        return split_pairs(self._run_derivatives(_batch(circuits), request))
+
+    def compute_jvp(
+        self,
+        circuits: QuantumScriptOrBatch,
+        tangents: tuple,
+        execution_config: ExecutionConfig | None = None,
+    ) -> tuple:
+        request = self._request(execution_config, "jvp", tangents)
+        return tuple(self._run_derivatives(_batch(circuits), request))
+
+    def execute_and_compute_jvp(
+        self,
+        circuits: QuantumScriptOrBatch,
+        tangents: tuple,
+        execution_config: ExecutionConfig | None = None,
+    ) -> tuple:
+        request = self._request(execution_config, "execute_and_jvp", tangents)
+        return split_pairs(self._run_derivatives(_batch(circuits), request))
+
+    # -- execution -----------------------------------------------------------------------
+
     def preprocess_transforms(
         self, execution_config: ExecutionConfig | None = None
     ) -> CompilePipeline:
+        config = execution_config or ExecutionConfig()
+        caps = self.executor.capabilities
+        method = config.gradient_method
+        native = isinstance(method, str) and method in caps.derivatives
+        mcm = config.mcm_config
+        key = (caps, method if native else None, config.interface, mcm.mcm_method,
+               mcm.postselect_mode)  # fmt: skip
+        pipeline = self._pipelines.get(key)
+        if pipeline is None:
+            if native:
+                # The simulator's own pipeline: PennyLane differentiates the tapes it
+                # makes (adjoint) or traces through it (backprop), as on the plain QNode,
+                # and the member runs them as they are.
+                simulator = self.native_derivatives()[1]
+                assert simulator is not None
+                pipeline = CompilePipeline()
+                if self.wires is not None:  # errors name this device, not the simulator
+                    pipeline.add_transform(validate_device_wires, self.wires, name=self.name)
+                pipeline += simulator.preprocess_transforms(config)
+            else:
+                pipeline = self._own_pipeline(caps)
+            self._pipelines[key] = pipeline
+        # A copy: PennyLane's callers may extend what they are given.
+        return CompilePipeline(pipeline)
+
+    def _own_pipeline(self, caps: Capabilities) -> CompilePipeline:
         # Light on purpose: each executor applies its backend's own preprocessing when it
         # prepares the batch, so this only checks what every backend needs.
-        caps = self.executor.capabilities
         pipeline = CompilePipeline()
         name = f"{self.name} ({self.executor.label})"
         if self.wires is not None:
@@ -173,10 +400,16 @@ class QFleetDevice(Device):
 
     def execute(
         self,
-        circuits: Sequence[QuantumScript],
+        circuits: QuantumScriptOrBatch,
         execution_config: ExecutionConfig | None = None,
     ) -> tuple:
-        results = self.executor.execute(circuits)
+        circuits = _batch(circuits)
+        if execution_config is not None and execution_config.gradient_method == "backprop":
+            # Traced: only a member that backprops through this simulator, on this thread.
+            request = self._request(execution_config, "execute")
+            results = self.executor.execute(circuits, derivatives=request)
+        else:
+            results = self.executor.execute(circuits)
         self.last_metadata = results.metadata
         if self.tracker.active:
             self._track(circuits, results)
@@ -197,3 +430,17 @@ class QFleetDevice(Device):
                 **extra,
             )
             self.tracker.record()
+
+
+def _batch(circuits: QuantumScriptOrBatch) -> Sequence[QuantumScript]:
+    return (circuits,) if isinstance(circuits, QuantumScript) else circuits
+
+
+_workarounds_applied = False
+
+
+def _apply_workarounds() -> None:
+    global _workarounds_applied
+    if not _workarounds_applied:
+        _workarounds_applied = True
+        remember_failed_capture_import()

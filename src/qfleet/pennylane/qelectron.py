@@ -12,7 +12,8 @@ from qfleet.executors import QuantumExecutor, RunMetadata
 from qfleet.pennylane.device import QFleetDevice, as_executor
 from qfleet.runtime.futures import LazyFuture
 
-#: Device-side gradient methods qfleet cannot offer; they fall back to parameter-shift.
+#: Device-side gradient methods; where the executor does not compute them itself, they
+#: fall back to parameter-shift.
 _DEVICE_GRADIENTS = {"backprop", "adjoint", "device"}
 
 
@@ -159,14 +160,20 @@ def qelectron(
     original = qnode.device
     device = QFleetDevice(wires=original.wires, shots=original.shots, executors=executor)
     changes: dict[str, Any] = {"device": device}
-    if isinstance(qnode.diff_method, str) and qnode.diff_method in _DEVICE_GRADIENTS:
-        warnings.warn(
-            f"diff_method={qnode.diff_method!r} needs a simulator's internals, which qfleet "
-            f"executors do not expose; using 'parameter-shift' instead",
-            UserWarning,
-            stacklevel=2,
-        )
-        changes["diff_method"] = "parameter-shift"
+    method = qnode.diff_method
+    if isinstance(method, str) and method in _DEVICE_GRADIENTS:
+        offered, _ = device.native_derivatives()
+        if method not in offered:
+            where = f"{device.executor.label} computes {sorted(offered)}" if offered else (
+                f"{device.executor.label} runs no simulator that computes derivatives itself"
+            )
+            warnings.warn(
+                f"diff_method={method!r} needs a simulator's internals ({where}); using "
+                f"'parameter-shift' instead",
+                UserWarning,
+                stacklevel=2,
+            )
+            changes["diff_method"] = "parameter-shift"
     electron = QElectron.__new__(QElectron)
     electron.__dict__.update(QNode.update(qnode, **changes).__dict__)
     # `name if name else`, not `name or`: mypy would keep None in the type of the latter.

@@ -14,6 +14,8 @@ from typing import Any
 from pennylane.tape import QuantumScript
 from pydantic import BaseModel, ConfigDict, Field
 
+from qfleet.sampling.derivatives import Derivatives
+
 #: Measurement kinds, by PennyLane's measurement class names.
 ALL_MEASUREMENTS = frozenset(
     {"expval", "var", "probs", "sample", "counts", "state", "density_matrix", "purity",
@@ -60,6 +62,35 @@ class Capabilities(BaseModel):
     """Measures observables itself (an estimator): no diagonalization, values come back."""
     default_shots: int | None = Field(default=None, gt=0)
     """Shots used for analytic tapes on a shots-only backend."""
+    simulator: str | None = None
+    """The PennyLane simulator the backend runs circuits on (None: not a simulator)."""
+    derivatives: frozenset[str] = frozenset()
+    """Derivatives ``simulator`` computes here itself ("adjoint", "backprop"); a batch
+    that asks for them (a :class:`~qfleet.sampling.derivatives.Derivatives` request) goes
+    only to backends that have them. Empty: gradients by parameter-shift."""
+
+    @property
+    def declares_limits(self) -> bool:
+        """Whether it declares limits a full PennyLane simulator lacks (then the executor
+        checks tapes against them before sending)."""
+        return not (
+            self.takes_tapes and self.analytic and self.mid_circuit_measurements
+            and self.max_wires is None and self.max_shots is None
+            and self.measurements == ALL_MEASUREMENTS
+            and self.exact_measurements == ALL_MEASUREMENTS - SHOTS_ONLY_MEASUREMENTS
+        )  # fmt: skip
+
+    def why_not_derivatives(self, request: Derivatives) -> str | None:
+        """Why this backend cannot compute the derivatives ``request`` asks for, or None."""
+        if request.method not in self.derivatives:
+            offered = f"it computes {sorted(self.derivatives)}" if self.derivatives else "none"
+            return f"it does not compute {request.method} derivatives itself ({offered})"
+        if request.simulator != self.simulator:
+            return (
+                f"its {request.method} derivatives are {self.simulator}'s, the batch was "
+                f"prepared for {request.simulator}"
+            )
+        return None
 
     @property
     def takes_tapes(self) -> bool:
@@ -97,6 +128,14 @@ class Capabilities(BaseModel):
 
     def union(self, other: Capabilities) -> Capabilities:
         """What at least one can run (what a cluster accepts at the device's door)."""
+        # Derivatives of one simulator: members that differentiate with different
+        # simulators would differentiate different tapes, so a mix offers none.
+        simulator, derivatives = self.simulator, self.derivatives
+        if not self.derivatives:
+            simulator, derivatives = other.simulator, other.derivatives
+        elif other.derivatives:
+            same = self.simulator == other.simulator
+            derivatives = self.derivatives | other.derivatives if same else frozenset()
         return Capabilities(
             analytic=self.analytic or other.analytic,
             max_wires=None if None in (self.max_wires, other.max_wires)
@@ -107,6 +146,8 @@ class Capabilities(BaseModel):
             max_shots=None if None in (self.max_shots, other.max_shots)
             else max(self.max_shots, other.max_shots),  # type: ignore[type-var]
             default_shots=self.default_shots or other.default_shots,
+            simulator=simulator,
+            derivatives=derivatives,
         )
 
 
