@@ -8,7 +8,6 @@ with its configured price and no published queue or calibration.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 import time
@@ -38,6 +37,26 @@ def ask(member: QuantumExecutor, label: str) -> ExecutorStatus:
     return status.model_copy(update={"executor": label})
 
 
+def _ask_all(members: Sequence[QuantumExecutor], labels: Sequence[str]) -> list[ExecutorStatus]:
+    # One daemon thread per member, not a thread pool: interpreter exit joins a pool's
+    # workers, so a status check waiting out its timeout would keep a finished script alive.
+    statuses: list[ExecutorStatus | None] = [None] * len(members)
+
+    def one(i: int) -> None:
+        statuses[i] = ask(members[i], labels[i])
+
+    threads = [threading.Thread(target=one, args=(i,), name="qfleet-status-ask", daemon=True)
+               for i in range(len(members))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [  # None: a thread died of a BaseException; the member keeps its assumed status
+        s if s is not None else assumed_status(m).model_copy(update={"executor": lb})
+        for s, m, lb in zip(statuses, members, labels, strict=True)
+    ]
+
+
 class StatusBoard:
     """Last known status per member; ``refresh()`` asks them all now (blocking)."""
 
@@ -59,8 +78,7 @@ class StatusBoard:
 
     def refresh(self) -> list[ExecutorStatus]:
         """Ask every member now (in parallel) and publish the answers to routing."""
-        with concurrent.futures.ThreadPoolExecutor(min(len(self.members), 16)) as pool:
-            statuses = list(pool.map(ask, self.members, self.labels))
+        statuses = _ask_all(self.members, self.labels)
         with self._lock:
             self.statuses = statuses
             self.refreshed_at = time.monotonic()
@@ -68,6 +86,13 @@ class StatusBoard:
                 self.fleet.update(i, status)
             self.fleet.publish()
         return statuses
+
+    def last_known(self) -> list[ExecutorStatus | None]:
+        """Each member's last answer; None for all before the first refresh finished."""
+        with self._lock:
+            if self.refreshed_at is None:
+                return [None] * len(self.members)
+            return list(self.statuses)
 
     def start(self) -> None:
         """Refresh in a daemon thread every ``ttl`` seconds (once per board)."""

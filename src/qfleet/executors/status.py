@@ -84,5 +84,8 @@ class ExecutorStatus(BaseModel):
     estimated_wait: float | None = Field(default=None, ge=0)
     calibration: Calibration | None = None
     price: Price | None = None
+    metrics: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    """Other figures the backend publishes about itself, as it names them (a 2300's
+    ``get_dynamic``: ``state``, ``locked``, ``uptime``, request counters, ...)."""
     checked_at: float = Field(default_factory=time.time)
     """Unix time the status was read."""
