@@ -18,7 +18,7 @@ import enum
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 PROTOCOL_VERSION = 3
 
@@ -115,7 +115,8 @@ class ExecuteResult(BaseModel):
     model_config = _LENIENT
 
     job_id: int
-    results: dict[str, int]
+    # Strict: a count of "100", 100.0 or true is a misbehaving 2300, not a count to coerce.
+    results: dict[str, StrictInt]
     """{bitstring (q[n]...q[0]): count}."""
     raw_data: list[str] | None = None
     """Bitstrings in shot order, when asked for (older servers send [] when not)."""
