@@ -29,7 +29,10 @@ true}`` (tasks stay QUEUED), ``{"job_delay": seconds}`` (tasks stay RUNNING so l
 ``{"expire_credentials": true}`` (every request: 403 ExpiredTokenException),
 ``{"device_status": {"<arn>": "OFFLINE"}}``, ``{"queue_size": "17"}``, ``{"create_delay":
 seconds}`` (CreateQuantumTask answers so late; ``stats`` reports ``peak_creates``, the most
-creations in progress at once).
+creations in progress at once), ``{"drop_replies": {"method": "POST", "path": "regex", "rate":
+0.1, "seed": 5, "skip": 0, "count": n}}`` (a matching request is carried out, then its 2xx
+reply is lost: the connection closes without it; ``stats`` reports ``dropped`` and
+``creates``, the tasks created, not counting a clientToken seen before).
 
 Run (:class:`BraketStack` does this, after starting moto's server)::
 
@@ -43,6 +46,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import random
 import re
 import socket
 import subprocess
@@ -136,6 +140,10 @@ class State(FaultState):
         self.create_delay = 0.0
         self.creating = 0
         self.peak_creates = 0
+        self.creates = 0
+        self.drop: dict | None = None
+        self.drop_rng = random.Random(0)
+        self.dropped = 0
 
     def simulate(self, arn: str, source: str, shots: int) -> dict:
         from braket.default_simulator import DensityMatrixSimulator, StateVectorSimulator
@@ -205,6 +213,9 @@ class Handler(FaultHandler):
     fault_path_match = staticmethod(re.search)
 
     def _send(self, status: int, body: Any = None, error: str | None = None) -> None:
+        if self._drop(status):
+            self.close_connection = True  # the client sees the connection end, no reply
+            return
         data = b"" if body is None else json.dumps(body).encode()
         headers = {"x-amzn-RequestId": str(uuid.uuid4())}
         if error:
@@ -214,6 +225,24 @@ class Handler(FaultHandler):
             with self.state.lock:
                 self.state.requests.append((self.command, unquote(self.path.split("?")[0]),
                                             status))
+
+    def _drop(self, status: int) -> bool:
+        """Whether this 2xx reply is to be lost (the ``drop_replies`` fault)."""
+        path = unquote(self.path.split("?")[0])
+        with self.state.lock:
+            rule = self.state.drop
+            if (rule is None or not 200 <= status < 300 or path.startswith(CONTROL)
+                    or rule.get("method", self.command) != self.command
+                    or not re.search(rule.get("path", ".*"), path)
+                    or self.state.drop_rng.random() >= float(rule.get("rate", 1.0))):
+                return False
+            rule["seen"] = rule.get("seen", 0) + 1
+            if rule["seen"] <= rule.get("skip", 0) or rule.get("count", 1e9) <= 0:
+                return False
+            rule["count"] = rule.get("count", 1e9) - 1
+            self.state.dropped += 1
+            self.state.requests.append((self.command, path, 0))  # 0: reply dropped
+            return True
 
     def _error(self, status: int, code: str, message: str) -> None:
         self._send(status, {"message": message}, error=code)
@@ -319,6 +348,7 @@ class Handler(FaultHandler):
             }
             state.jobs[task_id] = task
             state.tokens[request["clientToken"]] = task_id
+            state.creates += 1
         state.pool.submit(state.run_task, task_id)
         return self._send(201, {"quantumTaskArn": task["quantumTaskArn"]})
 
@@ -403,7 +433,8 @@ class Handler(FaultHandler):
         tasks = [{**self._public(t), "id": t["quantumTaskArn"]}
                  for t in self.state.jobs.values()]
         return {"jobs": tasks, "requests": self.state.requests,
-                "peak_creates": self.state.peak_creates}
+                "peak_creates": self.state.peak_creates, "dropped": self.state.dropped,
+                "creates": self.state.creates}
 
     def _more_faults(self, faults: dict) -> None:
         state = self.state
@@ -414,6 +445,9 @@ class Handler(FaultHandler):
             state.queue_size = str(faults["queue_size"])
         if "create_delay" in faults:
             state.create_delay = float(faults["create_delay"])
+        if "drop_replies" in faults:
+            state.drop = faults["drop_replies"] or None
+            state.drop_rng = random.Random((state.drop or {}).get("seed", 0))
 
 
 def serve(s3_endpoint: str, access_key: str, port: int = 0) -> None:

@@ -5,7 +5,8 @@ deliberate identical calls both run; or the caller's own, :func:`idempotent`) an
 chunk's place in the call, and ``key``, a digest of ``batch`` with the member and the
 batch's canonical circuits after its sampling plan, shots and seed (:func:`batch_key`, the
 result cache's content address). The moment a member whose backend keeps its jobs
-(``executor.reattachable``: Azure Quantum, IBM Runtime) accepts the batch,
+(``executor.reattachable``: Azure Quantum, IBM Runtime, Amazon Braket, Quantum Inspire,
+Classiq) accepts the batch,
 ``batch -> (key, member, job ids)`` goes into the fleet ledger (SQLite, one transaction,
 shared by processes), before any waiting. A retry
 after a lost reply or a failed wait, a failover, or a restarted process repeating the call
@@ -15,20 +16,23 @@ What is and is not guaranteed:
 
 - Between the backend accepting and the record being written, only the backend's own
   handle helps: executors whose protocol takes a client-chosen handle derive it from
-  ``key`` (:func:`~qfleet.executors.idempotency.backend_job_id`; Azure Quantum job ids), so a
-  resubmission names the job the backend already has and gets it back, not a second one.
+  ``key`` (:func:`~qfleet.executors.idempotency.backend_job_id`; Azure Quantum job ids,
+  Braket's ``clientToken``), so a resubmission names the job the backend already has and
+  gets it back, not a second one.
 - Members that are not ``reattachable`` (simulators, the 2300, and executors that have not
   declared it yet) are not recorded: a retry there runs the batch again, as before. The
-  2300's REQ/REP client resends a request when no reply came in time; a lost *reply* means
-  the 2300 may have run it, and nothing in its protocol tells (its ``attach`` runs the batch
-  again too). Backends without a client-chosen handle (IBM Runtime's ``POST /jobs``) are
+  2300's REQ/REP client resends a request when no reply came in time; within one session
+  qfleet's emulator answers a resent ``execute`` (same job id) from its stored reply, which
+  is what the client counts on (what a real 2300 does is not documented). A batch resubmitted
+  in a new session runs again (its ``attach`` runs the batch again too). Backends without a
+  client-chosen handle (IBM Runtime's ``POST /jobs``; Quantum Inspire, Classiq) are
   covered from the moment the ids are recorded: a reply lost before that can mean a second
   job.
 - Under a key, a transient failure no longer cancels the jobs a member created (their retry
   takes them over); when the cluster gives up on the batch, they run to their end.
 - The key names the call and its chunks in order: a ``spread=True`` batch split differently
-  in a restarted process, or a durable job re-run by the job store (a fresh key per run
-  until the job store passes its job id as the key), is not recognised as the same work.
+  in a restarted process is not recognised as the same work. Durable jobs run under the key
+  ``job:<id>``, so the job store's re-run of a job re-attaches.
 
 Example:
     >>> tape = qml.tape.QuantumScript([qml.RX(0.5, 0)], [qml.expval(qml.Z(0))])

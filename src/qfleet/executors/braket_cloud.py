@@ -3,8 +3,11 @@
 Each circuit of the batch's sampling plan becomes one Braket quantum task: an OpenQASM 3
 program (:func:`qfleet.executors.braket.braket_program`, Braket's gate names) on a device given
 by its ARN: the on-demand simulators SV1, DM1, TN1, or a QPU. Tasks are created concurrently
-(at most ``max_parallel`` creations at once) with ``AwsDevice.run``; their ARNs are the job
-ids, so a batch is re-attached by task ARN after a crash (:meth:`BraketExecutor.attach`).
+(at most ``max_parallel`` creations at once) with ``AwsQuantumTask.create``; their ARNs are the
+job ids, so a batch is re-attached by task ARN after a crash (:meth:`BraketExecutor.attach`).
+Each CreateQuantumTask carries a ``clientToken`` that qfleet chooses: under a batch's
+idempotency key (a cluster batch) it derives from the key and the circuit's index, so a
+resubmission after a lost reply gets back the task Braket already has, never a second one.
 Results are read from the task's S3 output location (``results.json``) and parsed by the
 SDK (``GateModelQuantumTaskResult``): per-shot measurements become
 :class:`~qfleet.sampling.Samples`; on SV1 and DM1 a tape without shots runs with ``shots=0``
@@ -30,6 +33,7 @@ import dataclasses
 import os
 import re
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,6 +50,7 @@ from qfleet.executors.base import (
     QuantumExecutor,
 )
 from qfleet.executors.braket import BraketProgram, braket_program, raw_output
+from qfleet.executors.idempotency import backend_job_id, submission_key
 from qfleet.executors.status import ExecutorStatus
 
 __all__ = [
@@ -283,6 +288,25 @@ class _Job:
 _background: set[asyncio.Future] = set()
 
 
+class _ClientToken:
+    """An AwsSession whose CreateQuantumTask carries ``token`` as its ``clientToken``.
+
+    ``AwsDevice.run`` / ``AwsQuantumTask.create`` take no token (botocore fills a random one
+    per call), so a resubmission would create a second task; Braket returns the existing
+    task for a token it has seen.
+    """
+
+    def __init__(self, session: Any, token: str) -> None:
+        self._session = session
+        self._token = token
+
+    def create_quantum_task(self, **kwargs: Any) -> str:
+        return self._session.create_quantum_task(clientToken=self._token, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
 class BraketExecutor(QuantumExecutor):
     """Runs tapes on an Amazon Braket device (SV1, DM1, TN1 or a QPU) in AWS's cloud.
 
@@ -326,6 +350,7 @@ class BraketExecutor(QuantumExecutor):
     ``reservation_arn``, ...)."""
 
     backend_kind = "braket"
+    resubmits_idempotently = True  # clientTokens derive from the batch's key (see submit)
 
     @field_validator("device_arn")
     @classmethod
@@ -491,11 +516,17 @@ class BraketExecutor(QuantumExecutor):
     def _bucket(self, conn: _Connection) -> str:
         return self.s3_bucket or _resources(conn).session.default_bucket()
 
-    def _create(self, conn: _Connection, program: BraketProgram, bucket: str) -> str:
+    def _create(self, conn: _Connection, program: BraketProgram, bucket: str,
+                token: str) -> str:
+        from braket.aws import AwsQuantumTask
         from braket.ir.openqasm import Program
 
-        task = self._device(conn).run(
-            Program(source=program.source), (bucket, self.s3_prefix), shots=program.shots,
+        device = self._device(conn)
+        # What AwsDevice.run does (this device's session, maybe another region's), with our
+        # clientToken: the task is the same however often this is sent.
+        task = AwsQuantumTask.create(
+            _ClientToken(device.aws_session, token), self.device_arn,
+            Program(source=program.source), (bucket, self.s3_prefix), program.shots,
             quiet=True, **self.run_kwargs,
         )
         return task.id
@@ -506,10 +537,13 @@ class BraketExecutor(QuantumExecutor):
         bucket = await self._sdk(conn, self._bucket, conn)
         limit = asyncio.Semaphore(self.max_parallel)
         arns: list[str | None] = [None] * len(payload.programs)
+        # Under an idempotency key (a cluster batch) the tokens derive from it, so a retry
+        # names the tasks Braket already has; else fresh ones (distinct work).
+        tokens = [backend_job_id(i) or str(uuid.uuid4()) for i in range(len(payload.programs))]
 
         async def create(i: int, program: BraketProgram) -> None:
             async with limit:
-                arns[i] = await self._sdk(conn, self._create, conn, program, bucket)
+                arns[i] = await self._sdk(conn, self._create, conn, program, bucket, tokens[i])
 
         creating = asyncio.ensure_future(asyncio.gather(
             *(create(i, p) for i, p in enumerate(payload.programs)), return_exceptions=True))
@@ -522,9 +556,12 @@ class BraketExecutor(QuantumExecutor):
             raise
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
-            # All or nothing: cancel the tasks that were created.
+            # All or nothing: cancel the tasks that were created. Under an idempotency key a
+            # transient failure keeps them: the retry (the same tokens) takes them over.
             created = tuple(a for a in arns if a)
-            if created:
+            keep = submission_key() is not None and all(
+                isinstance(f, ExecutorError) and f.transient for f in failures)
+            if created and not keep:
                 await asyncio.shield(self.cancel(_Job(payload, created, conn)))
             raise failures[0]
         done = tuple(a for a in arns if a)
@@ -534,6 +571,10 @@ class BraketExecutor(QuantumExecutor):
         cleanup = asyncio.ensure_future(self.cancel(job))
         _background.add(cleanup)
         cleanup.add_done_callback(_background.discard)
+
+    @property
+    def reattachable(self) -> bool:
+        return True  # Braket keeps the tasks: any process re-attaches by ARN
 
     def attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
         """The job for task ARNs from an earlier submission of the same tapes."""
@@ -590,10 +631,14 @@ class BraketExecutor(QuantumExecutor):
             for wait in waits:
                 wait.cancel()
             raise  # the base class cancels the tasks
-        except BaseException:
+        except BaseException as exc:
             for wait in waits:
                 wait.cancel()
-            await asyncio.shield(self.cancel(job))  # one task failed: stop the others
+            # One task failed: stop the others; but a transient failure under an idempotency
+            # key leaves them to the retry, which re-attaches to them.
+            if not (submission_key() is not None and isinstance(exc, ExecutorError)
+                    and exc.transient):
+                await asyncio.shield(self.cancel(job))
             raise
         return list(outputs)
 

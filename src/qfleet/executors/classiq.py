@@ -373,6 +373,10 @@ class ClassiqExecutor(QuantumExecutor):
         ids = await in_daemon_thread(self._submit_all, payload)
         return _Job(ids, payload), ids
 
+    @property
+    def reattachable(self) -> bool:
+        return True  # Classiq keeps the execution jobs: any process re-attaches by job id
+
     def attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
         """The job for backend ids from an earlier submission of the same tapes."""
         if len(job_ids) != len(payload.circuits):

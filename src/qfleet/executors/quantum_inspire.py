@@ -715,6 +715,10 @@ class QuantumInspireExecutor(QuantumExecutor):
             session.member_id = int(members[0])
         return int(session.member_id)
 
+    @property
+    def reattachable(self) -> bool:
+        return True  # Quantum Inspire keeps the jobs: any process re-attaches by job id
+
     def attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
         """The batch of Quantum Inspire job ids from an earlier submission of the same tapes."""
         if len(job_ids) != len(payload.programs):

@@ -6,6 +6,14 @@ again), opens a new one and sends the request again, up to ``retries`` times, th
 :class:`NoReply`. An ``on_retry`` hook runs before each resend (the executor re-sends
 ``initialize`` there: a 2300 that restarted has forgotten the lock).
 
+A resend is the same request, byte for byte: an ``execute`` keeps its ``session_id`` and
+``job_id``. When only the reply was lost, the 2300 has run the circuit already; qfleet's rule,
+and its emulator's (:mod:`qfleet.protocols.p2300.session`), is that such a repeated
+``execute`` gets the stored reply back instead of a second run. The compute-runtime schema
+does not say what a real 2300 does with a repeated ``job_id`` (unknown): there a lost reply
+may mean the circuit runs twice. A batch resubmitted after :class:`NoReply` (a new session)
+runs again everywhere: nothing in the protocol finds an earlier session's results.
+
 :class:`StateListener` keeps the latest ``publish_state`` from 2300's PUB socket and lets a
 caller wait until 2300 is available (IDLE or EXECUTING).
 

@@ -35,7 +35,10 @@ never reach it), programs with more qubits than ``--qubits`` and shot counts abo
 Fault injection (for tests of clients; all drawn from one generator seeded by ``--seed``):
 ``--latency`` (+ uniform ``--latency-jitter``) seconds per execute, ``--fail-rate``
 (probability that an execute gets a failure reply), ``--drop-rate`` (probability that a
-request gets no reply at all), ``--calibrating S`` (start CALIBRATING for S seconds; with
+request gets no reply at all: it is carried out first, so a dropped execute reply means the
+circuit ran; the client's resend gets the stored reply, see
+:mod:`qfleet.protocols.p2300.session`, and ``get_dynamic``'s ``executed`` counts each circuit
+run once), ``--calibrating S`` (start CALIBRATING for S seconds; with
 ``--calibration-interval T``, again every T seconds while unlocked).
 """
 

@@ -15,7 +15,15 @@ Rules (compute-runtime schema, protocol v3):
 - Every request but ``get_static``/``get_dynamic`` needs a ``session_id``. A reply carries
   the request's ``version`` when it named one (protocol v1/v2 peers, QuTech's validator).
 - ``execute`` only from the session holding the lock. A repeated ``(session_id, job_id)``
-  (a client retrying after a lost reply) gets the first reply again, not a second run.
+  with the same circuit, shots and raw-data flag (a client retrying after a lost reply)
+  gets the stored reply again, not a second run (the last 8 successful executes are kept; a
+  failure reply is not, so a failed execute runs again). This is the emulator's rule, and
+  the one qfleet's client (:mod:`qfleet.protocols.p2300.client`) relies on to resend an
+  ``execute`` safely: the compute-runtime schema does not say what a real 2300 does with a
+  repeated ``job_id`` (unknown; it may run the circuit again).
+- ``get_dynamic`` counts requests by command; ``executed`` counts the circuits actually run
+  to a result and ``replayed`` the repeated executes answered from the stored replies, so
+  tests can tell a lost reply retried from a circuit run twice.
 - ``terminate`` unlocks; without a lock it is a no-op success (clients always send it).
 - ``get_static`` / ``get_dynamic`` work in every state.
 - While CALIBRATING, BENCHMARKING or OFFLINE, ``initialize`` and ``execute`` fail.
@@ -81,7 +89,7 @@ class ControlSession:
         self._done: OrderedDict[tuple[str, int], tuple[tuple, bytes]] = OrderedDict()
         self.counts: dict[str, int] = {
             "requests": 0, "failures": 0, "initialize": 0, "execute": 0, "terminate": 0,
-            "lock_expired": 0,
+            "lock_expired": 0, "executed": 0, "replayed": 0,
         }  # fmt: skip
         self._version: str | None = None
         self._handlers: dict[str, Callable[[m.Request], bytes | ExecuteJob]] = {
@@ -160,6 +168,7 @@ class ControlSession:
         if isinstance(outcome, str):
             return self._fail(job.session_id, outcome)
         reply = self._ok(job.session_id, outcome.model_dump(exclude_none=True))
+        self.counts["executed"] += 1
         self._remember(job, reply)
         return reply
 
@@ -248,6 +257,8 @@ class ControlSession:
         key = (req.session_id, payload.job_id)
         same = (payload.circuit, payload.number_of_shots, payload.include_raw_data)
         if key in self._done and self._done[key][0] == same:
+            # The client resent it (its reply was lost): the stored reply, never a second run.
+            self.counts["replayed"] += 1
             return self._done[key][1]
         self.state = State.EXECUTING
         return ExecuteJob(req.session_id, payload, self._version)
