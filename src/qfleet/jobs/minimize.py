@@ -28,6 +28,13 @@ differ (another scipy version, a randomized method) the minimization is not sile
 mixed up: it warns and goes on as a fresh optimizer run from the best point so far with
 the evaluations left, and no stored evaluation is run again.
 
+The store keeps data, never code: a minimization of a Python cost function, or of a
+PennyLane program (its stored circuits are bound to numbers, so they do not rebuild the
+parametric program), resumes when its code is supplied again,
+``ExecutionJob.from_id(id).resume(cost_function=f, program=qnode)``; that code must give
+the last finished evaluation's stored cost (within 1e-9) and circuit, or it is refused
+with :class:`ResumeMismatchError` and nothing changes.
+
     >>> import qfleet as qf
     >>> qasm = ('OPENQASM 3.0; include "stdgates.inc"; input float t; qubit[1] q; bit[1] c; '
     ...         'rx(t) q[0]; c = measure q;')
@@ -69,6 +76,7 @@ from qfleet.jobs.job import (
     dumps,
     executor_from_spec,
     new_job_id,
+    owner_alive,
     track,
 )
 from qfleet.jobs.pauli import PauliSum, as_pauli_sum
@@ -304,33 +312,168 @@ def _start(store: JobStore, job_id: str, session: Any, callable_cost: Callable |
     return driver.start()
 
 
-def resume_minimization(store: JobStore, job_id: str) -> Any:
+def _how_to_resume(job_id: str, what: str) -> str:
+    return (f"resume it with qf.ExecutionJob.from_id({job_id!r}).resume({what}=...), "
+            f"passing the same {what.replace('_', ' ')} again")
+
+
+def resume_minimization(store: JobStore, job_id: str, cost_function: Callable | None = None,
+                        program: Any = None) -> Any:
     """Go on with an unfinished minimization whose process died or left (this process
     now owns it): replay its checkpoint, re-attach its evaluation in flight, continue.
-    Returns the tracked run (``job.py``'s ``track``)."""
+    ``cost_function`` / ``program``: the code the job store does not keep (a Python cost
+    function, a PennyLane program), supplied again by :meth:`ExecutionJob.resume`, which
+    checks them first (:func:`check_resume_code`). Returns the tracked run (``job.py``'s
+    ``track``)."""
     from qfleet.circuits.programs import load_program
 
     row = store.get(job_id)
     if row is None:
         raise MinimizeResumeError(f"no minimization {job_id!r} in the job store")
+    _require_code(row, cost_function, program)
     spec = json.loads(row["observable"])
-    if spec["type"] != "pauli":
+    settings = json.loads(row["layout"])
+    program = load_program(program if program is not None else row["program"])
+    executor = executor_from_spec(json.loads(row["executor"]))
+    driver = _Driver(store, row, _driver_session(store, row, program, executor, settings),
+                     cost_function if spec["type"] != "pauli" else None)
+    return driver.start()
+
+
+def _require_code(row: dict[str, Any], cost_function: Any, program: Any) -> None:
+    """Raise unless the code the job store does not keep is supplied."""
+    job_id = row["id"]
+    spec = json.loads(row["observable"])
+    if spec["type"] != "pauli" and cost_function is None:
         raise MinimizeResumeError(
             f"minimization {job_id} minimizes a Python cost function ({spec.get('name')}), "
             f"which the job store does not keep (it keeps data, never code); its finished "
-            f"evaluations are in the job's checkpoint. Observables (qf.Pauli sums) resume."
+            f"evaluations are in the job's checkpoint: {_how_to_resume(job_id, 'cost_function')}"
         )
-    if row["program_kind"] not in _REBUILDABLE:
+    if row["program_kind"] not in _REBUILDABLE and program is None:
         raise MinimizeResumeError(
             f"minimization {job_id} runs a {row['program_kind']} program, which cannot be "
-            f"rebuilt from the job store (it keeps data, never code); OpenQASM and qiskit "
-            f"programs resume"
+            f"rebuilt from the job store (it keeps data, never code; the stored circuits are "
+            f"bound to numbers, not to the parameters): {_how_to_resume(job_id, 'program')}"
         )
+
+
+class ResumeMismatchError(MinimizeResumeError):
+    """The code supplied to resume a minimization does not give what the first run did."""
+
+
+def check_resume_code(store: JobStore, row: dict[str, Any], cost_function: Any,
+                      program: Any) -> None:
+    """Refuse code that is not the minimization's own: the supplied cost function must give
+    the stored cost (within 1e-9) on the stored distribution of the last finished
+    evaluation, and the supplied program, bound to that evaluation's parameters, the very
+    circuit that ran. Raises :class:`ResumeMismatchError` (nothing is changed then)."""
+    from qfleet.circuits.programs import load_program
+    from qfleet.jobs.session import job_distribution
+
+    job_id = row["id"]
+    spec = json.loads(row["observable"])
     settings = json.loads(row["layout"])
-    program = load_program(row["program"])
-    executor = executor_from_spec(json.loads(row["executor"]))
-    driver = _Driver(store, row, _driver_session(store, row, program, executor, settings), None)
-    return driver.start()
+    if cost_function is not None:
+        if spec["type"] == "pauli":
+            given = cost_spec(cost_function, settings["quantile"])
+            if given != spec:
+                raise ResumeMismatchError(
+                    f"minimization {job_id} minimizes the observable {spec['terms']}, which "
+                    f"the job store keeps; resume it without cost_function (got "
+                    f"{given.get('terms', given.get('name'))})"
+                )
+        elif not callable(cost_function):
+            raise ResumeMismatchError(
+                f"minimization {job_id} minimizes a Python cost function "
+                f"({spec.get('name')}); cost_function must be that callable bitstring -> "
+                f"float, got {type(cost_function).__name__}"
+            )
+    checkpoint = json.loads(row.get("checkpoint") or "{}")
+    finished = list(checkpoint.get("evaluations") or [])
+    if not finished and checkpoint.get("pending"):
+        pending = store.get(checkpoint["pending"]["job"])
+        if pending is not None and pending["status"] == "COMPLETED":
+            finished = [{"job": pending["id"], "cost": None,
+                         "parameters": _unflatten(checkpoint["pending"]["x"],
+                                                  settings["shapes"])}]
+    if not finished:
+        return  # nothing ran yet: nothing the code could disagree with
+    last = finished[-1]
+    child = ExecutionJob.from_id(last["job"], store=store)
+    if cost_function is not None and spec["type"] != "pauli" and last["cost"] is not None:
+        distribution, exact = job_distribution(child, timeout_sec=0)
+        cost = evaluate_cost(cost_function, distribution, settings["quantile"], exact=exact)
+        if not abs(cost - float(last["cost"])) <= 1e-9:
+            raise ResumeMismatchError(
+                f"minimization {job_id}: the supplied cost function "
+                f"({getattr(cost_function, '__qualname__', cost_function)}) gives {cost!r} on "
+                f"evaluation {len(finished) - 1}'s stored distribution, but the stored cost is "
+                f"{float(last['cost'])!r}; pass the cost function the minimization ran with"
+            )
+    if program is not None:
+        circuit = load_program(program).bind(last["parameters"])
+        ran = child.tapes[0].operations
+        same = len(ran) == len(circuit.operations) and all(
+            _ops_equal(a, b) for a, b in zip(ran, circuit.operations, strict=True)
+        )
+        if not same:
+            raise ResumeMismatchError(
+                f"minimization {job_id}: the supplied program, bound to evaluation "
+                f"{len(finished) - 1}'s parameters {last['parameters']}, gives the circuit "
+                f"{list(circuit.operations)}, but the circuit that ran is {list(ran)}; pass "
+                f"the program the minimization ran"
+            )
+
+
+def _ops_equal(a: Any, b: Any) -> bool:
+    import pennylane as qml
+
+    return bool(qml.equal(a, b, atol=1e-9))
+
+
+def resume_with_code(store: JobStore, job_id: str, cost_function: Any = None,
+                     program: Any = None) -> None:
+    """:meth:`ExecutionJob.resume`: check the supplied code, take the minimization over
+    (from a dead owner, or from its failed state: a take-over that lacked the code, a cost
+    function that raised) and go on in this process. Refuses, changing nothing, code that
+    does not match, a cancelled minimization and one still running elsewhere."""
+    row = store.get(job_id)
+    if row is None:
+        raise MinimizeResumeError(f"no minimization {job_id!r} in the job store")
+    if row["kind"] != "minimize":
+        raise MinimizeResumeError(f"job {job_id} is a {row['kind']} job, not a minimization; "
+                                  f"only minimizations resume")
+    status = JobStatus(row["status"])
+    if status is JobStatus.COMPLETED:
+        return  # nothing left to do; its result is stored
+    if status is JobStatus.CANCELLED:
+        raise MinimizeResumeError(f"minimization {job_id} was cancelled; it does not resume")
+    _require_code(row, cost_function, program)
+    check_resume_code(store, row, cost_function, program)
+    previous = (row["owner_host"], row["owner_pid"], row["owner_started"])
+    me = current_owner()
+    if status is JobStatus.FAILED:
+        # exactly one of several concurrent resumers wins this update
+        won = store.update(job_id, {
+            "status": "RUNNING", "error": None, "ended_at": None, "owner_host": me[0],
+            "owner_pid": me[1], "owner_started": me[2], "heartbeat": time.time(),
+            "attempts": int(row.get("attempts") or 1) + 1,
+        }, where="status = 'FAILED'")
+    elif previous == me or owner_alive(*previous, row["heartbeat"]):
+        raise MinimizeResumeError(
+            f"minimization {job_id} is still running (process {previous[1]} on "
+            f"{previous[0]}); wait for it with get_minimization_result(), or resume it once "
+            f"that process has stopped"
+        )
+    else:
+        won = store.claim(job_id, previous, me)
+    if not won:
+        raise MinimizeResumeError(
+            f"minimization {job_id} was taken over by another process while resuming; wait "
+            f"for it with get_minimization_result()"
+        )
+    resume_minimization(store, job_id, cost_function, program)
 
 
 class _Driver:
@@ -534,7 +677,7 @@ class _Driver:
         if self.callable_cost is None:
             raise MinimizeResumeError(
                 f"minimization {self.job_id}: the Python cost function is not available in "
-                f"this process"
+                f"this process: {_how_to_resume(self.job_id, 'cost_function')}"
             )
         return evaluate_cost(self.callable_cost, distribution, quantile, exact=exact)
 

@@ -577,7 +577,10 @@ class ExecutionSession:
 
         The minimization is a durable job: it checkpoints every evaluation in the job
         store, and ``ExecutionJob.from_id(id)`` in another process resumes it after a crash
-        (see :mod:`qfleet.jobs.minimize`).
+        (see :mod:`qfleet.jobs.minimize`). The job store keeps data, never code: a Python
+        cost function or a PennyLane program is supplied again on resuming, with
+        ``ExecutionJob.from_id(id).resume(cost_function=f, program=qnode)``, which checks
+        it against the stored run.
         """
         return self.submit_minimize(cost_function, initial_params, max_iteration, quantile,
                                     tolerance, method=method,
