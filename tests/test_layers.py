@@ -11,13 +11,14 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 RANKS = {
     "errors": 0,
     "config": 1,
-    "circuits": 2, "protocols": 2, "runtime": 2,
+    "circuits": 2, "protocols": 2, "runtime": 2, "telemetry": 2,
     "sampling": 3,
     "executors": 4,
     "cluster": 5,
     "jobs": 6, "pennylane": 6,
     "executor": 7,  # the user-facing namespace
     "qfleet": 8,  # the package's lazy public API
+    "run_cli": 8, "ui": 8,  # `qfleet run`, `qfleet ui` (the command line registers them)
     "cli": 9,  # the command line (its demo uses the public API)
 }  # fmt: skip
 

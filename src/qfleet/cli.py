@@ -1,5 +1,5 @@
 """The ``qfleet`` command: ``qfleet demo``, ``qfleet config show``, ``qfleet config path``,
-``qfleet serve-2300``."""
+``qfleet serve-2300``, ``qfleet jobs ...``, ``qfleet run``, ``qfleet ui``."""
 
 from __future__ import annotations
 
@@ -95,9 +95,11 @@ def _config_show(args: argparse.Namespace, console: Console) -> int:
 
 def _config_path(args: argparse.Namespace, console: Console) -> int:
     from qfleet.config import config_path
+    from qfleet.runtime.terminal import printable
 
     path = config_path()
-    print(f"{path}{'' if path.is_file() else '  (not present: built-in defaults apply)'}")
+    absent = "" if path.is_file() else "  (not present: built-in defaults apply)"
+    print(f"{printable(path)}{absent}")
     return 0
 
 
@@ -131,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     from qfleet.jobs.cli import add_arguments as add_jobs_arguments
 
     add_jobs_arguments(commands.add_parser("jobs", help="list, show, cancel, rename jobs; results"))
+    from qfleet.run_cli import add_arguments as add_run_arguments
+
+    add_run_arguments(commands.add_parser("run", help="run an OpenQASM file or file.py:qnode"))
+    from qfleet.ui.cli import add_arguments as add_ui_arguments
+
+    add_ui_arguments(commands.add_parser("ui", help="the jobs and fleet dashboard (web)"))
     return parser
 
 
@@ -140,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args, console)
     except QFleetError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        from qfleet.runtime.terminal import markup_safe
+
+        console.print(f"[red]error:[/] {markup_safe(exc)}")
         return 2
 
 

@@ -1,6 +1,14 @@
-"""QuantumCluster and its selectors."""
+"""QuantumCluster, its selectors and policies, budgets and the result cache."""
 
-from qfleet.cluster.cluster import ExecutorHealth, QuantumCluster, SelectorError
+from qfleet.cluster.cluster import (
+    ClusterRunMetadata,
+    ExecutorHealth,
+    QuantumCluster,
+    SelectorError,
+)
+from qfleet.cluster.idempotency import IdempotencyKeyError, idempotent
+from qfleet.cluster.ledger import Budget, BudgetExceededError, Ledger
+from qfleet.cluster.policy import Decision, Policy
 from qfleet.cluster.selectors import (
     SELECTORS,
     CyclicSelector,
@@ -11,11 +19,19 @@ from qfleet.cluster.selectors import (
 
 __all__ = [
     "SELECTORS",
+    "Budget",
+    "BudgetExceededError",
+    "ClusterRunMetadata",
     "CyclicSelector",
+    "Decision",
     "ExecutorHealth",
     "FastestSelector",
+    "IdempotencyKeyError",
     "LeastBusySelector",
+    "Ledger",
+    "Policy",
     "QuantumCluster",
     "RandomSelector",
     "SelectorError",
+    "idempotent",
 ]

@@ -17,14 +17,32 @@ import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, Literal
 
+import numpy as np
+from pennylane.measurements import Shots
 from pennylane.tape import QuantumScript
-from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from qfleet.cluster.selectors import SELECTORS, SelectorFn
+import qfleet.telemetry as telemetry
+from qfleet.cluster.cache import batch_key
+from qfleet.cluster.idempotency import call_nonce, run_once, submission_key
+from qfleet.cluster.ledger import Budget, BudgetExceededError, Ledger
+from qfleet.cluster.policy import (
+    PRESETS,
+    Decision,
+    Features,
+    FleetState,
+    NoMemberError,
+    Policy,
+    costs,
+    ranked,
+)
+from qfleet.cluster.selectors import SELECTORS, SelectorFn, guarded
+from qfleet.cluster.status import StatusBoard
 from qfleet.errors import ExecutorError, QFleetError, UnsupportedCircuitError
 from qfleet.executors.base import (
     BatchHandle,
@@ -34,14 +52,37 @@ from qfleet.executors.base import (
     QuantumExecutor,
     RunMetadata,
 )
+from qfleet.executors.status import ExecutorStatus
 from qfleet.runtime.caller import on_caller_thread
 from qfleet.runtime.progress import BatchProgress
 from qfleet.sampling import BatchShape
+from qfleet.sampling.derivatives import Derivatives
 
 #: Weight of the newest latency in the exponentially weighted mean.
 EWMA_WEIGHT = 0.3
+#: Latest batch latencies per member that health()'s percentiles are taken over.
+LATENCY_WINDOW = 256
 #: Seconds between checks for a free member while a late-bound batch waits.
 BIND_RECHECK = 0.25
+
+
+def latency_percentiles(
+    latencies: Sequence[float],
+) -> tuple[float | None, float | None, float | None]:
+    """The 50th, 90th and 99th percentile of ``latencies`` (linear interpolation between
+    the closest ranks); Nones for none.
+
+    Example:
+        >>> latency_percentiles([0.1, 0.2, 0.3, 0.4, 0.5])
+        (0.3, 0.46, 0.496)
+        >>> latency_percentiles([])
+        (None, None, None)
+    """
+    if not latencies:
+        return None, None, None
+    # rounded to picoseconds: drops float noise (0.45999999999999996) that means nothing
+    p50, p90, p99 = (round(float(v), 12) for v in np.percentile(latencies, [50, 90, 99]))
+    return p50, p90, p99
 
 
 class SelectorError(QFleetError, ValueError):
@@ -58,6 +99,33 @@ class ExecutorHealth(BaseModel):
     failed: int
     mean_latency: float | None
     """Mean seconds per finished batch."""
+    p50_latency: float | None = None
+    """Median seconds per batch over the latest ``LATENCY_WINDOW`` finished ones."""
+    p90_latency: float | None = None
+    p99_latency: float | None = None
+    available: bool | None = None
+    """The member's last known status says it can run (None: not known yet)."""
+    reason: str | None = None
+    """Why it is down (or a note on its state), from its last known status."""
+    status: ExecutorStatus | None = None
+    """Its last known status (queue, calibration, published metrics), refreshed in the
+    background every ``status_ttl`` seconds; None until the first answer."""
+
+
+class ClusterRunMetadata(RunMetadata):
+    """A cluster batch's metadata: where it ran, and why there.
+
+    ``routing``: the policy's decision (``routing.explain()``, ``.scores()``, ``.skipped()``;
+    None for the plain selectors); ``cost``: what the budget was charged; ``cache_hit``: the
+    results came from the result cache (no backend ran, nothing charged); ``hedged``: the
+    members a hedged batch was sent to (``executor`` is the one whose results won).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    routing: Decision | None = None
+    cache_hit: bool = False
+    hedged: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -72,6 +140,9 @@ class _Stats:
     failed: int = 0
     consecutive_failures: int = 0
     latency_total: float = 0.0
+    latencies: deque[float] = dataclasses.field(
+        default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    """Seconds of the latest finished batches (bounded: percentiles, not a history)."""
     ewma_latency: float | None = None
     """Exponentially weighted seconds per circuit."""
     state: Literal["healthy", "open", "half-open"] = "healthy"
@@ -87,6 +158,20 @@ class _Chunk:
     prepared: Prepared
     capable: frozenset[int]
     """The members that can run these tapes (failover and late binding stay inside)."""
+    decision: Decision | None = None
+    cost: float = 0.0
+    """Charged to the budget when the batch was routed."""
+    key: str | None = None
+    """The result cache's key (None: not cached)."""
+    hit: tuple | None = None
+    """Results from the cache: nothing runs."""
+    hedge: bool = False
+    """One of several copies of a hedged batch: the first to finish wins."""
+    batch: str | None = None
+    """The chunk's idempotency key: the call's nonce and the chunk's place in the call
+    (None: no member can re-attach, so there is nothing to record)."""
+    submission: str | None = None
+    """The digest of ``batch`` on its member (see :mod:`qfleet.cluster.idempotency`)."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -116,7 +201,7 @@ class QuantumCluster(QuantumExecutor):
     """
 
     executors: list[QuantumExecutor] = Field(min_length=1)
-    selector: str | Callable = "cyclic"
+    selector: str | Callable | Policy = "cyclic"
     spread: bool = False
     chunk_size: int | None = Field(default=None, gt=0)
     retries: int = Field(default=3, ge=0)
@@ -126,10 +211,24 @@ class QuantumCluster(QuantumExecutor):
     backoff_max: float = Field(default=2.0, ge=0)
     breaker_threshold: int = Field(default=3, gt=0)
     breaker_cooldown: float = Field(default=30.0, ge=0)
+    budget: Budget | None = None
+    """Spending limits (``qf.Budget``), checked before each submission; members need a
+    ``price``."""
+    hedge: int = Field(default=1, ge=1)
+    """Send each batch to this many members; the first complete result wins, the others
+    are cancelled on their backends (a budget is charged for every copy)."""
+    cache: bool | None = None
+    """Result cache: None caches exact results of backends that are not PennyLane
+    simulators (simulating again costs about what a lookup does); True caches every result,
+    sampled ones too (a repeated call returns the same samples); False caches nothing."""
+    status_ttl: float = Field(default=5.0, gt=0)
+    """Seconds between background refreshes of the members' status (started by a policy or
+    the first ``health()``)."""
 
     backend_kind = "cluster"
 
     _selector_fn: SelectorFn = PrivateAttr()
+    _policy: Policy | None = PrivateAttr(default=None)
 
     @field_validator("executors", mode="before")
     @classmethod
@@ -141,16 +240,17 @@ class QuantumCluster(QuantumExecutor):
     @field_validator("selector")
     @classmethod
     def _known_selector(cls, value: Any) -> Any:
-        if isinstance(value, str) and value not in SELECTORS:
+        if isinstance(value, str) and value not in SELECTORS and value not in PRESETS:
             raise ValueError(
-                f"unknown selector {value!r}; use one of {sorted(SELECTORS)} or a callable "
-                f"f(tapes, executors) -> executor"
+                f"unknown selector {value!r}; use one of {sorted(SELECTORS)}, a policy "
+                f"({', '.join(sorted(PRESETS))} or qf.Policy(time=, cost=, fidelity=)) or a "
+                f"callable f(tapes, executors) -> executor"
             )
         return value
 
     @model_validator(mode="after")
     def _member_limits_only(self) -> QuantumCluster:
-        for field in ("max_concurrent", "rate"):
+        for field in ("max_concurrent", "rate", "price"):
             if getattr(self, field) is not None:
                 raise ValueError(
                     f"set {field} on the cluster's executors, not on the cluster itself"
@@ -158,9 +258,18 @@ class QuantumCluster(QuantumExecutor):
         return self
 
     def model_post_init(self, context: Any) -> None:
-        self._selector_fn = (
-            SELECTORS[self.selector]() if isinstance(self.selector, str) else self.selector
-        )
+        if isinstance(self.selector, Policy) or self.selector in PRESETS:
+            # Policies score members on their status (see decide); this selector only
+            # serves callers that hand the cluster a list of executors themselves.
+            self._policy = (
+                self.selector if isinstance(self.selector, Policy) else PRESETS[self.selector]
+            )
+            self._selector_fn = SELECTORS["cyclic"]()
+        else:
+            self._selector_fn = (
+                SELECTORS[self.selector]() if isinstance(self.selector, str)
+                else guarded(self.selector)  # its errors say they came from the selector
+            )
         if hasattr(self._selector_fn, "attach"):
             self._selector_fn.attach(lambda executor: self._stats()[self._index(executor)])
 
@@ -194,8 +303,11 @@ class QuantumCluster(QuantumExecutor):
             return str(exc)
         return None
 
-    def capable(self, tapes: Sequence[QuantumScript]) -> frozenset[int]:
-        """Indices of the members that can run ``tapes``, checked before anything is sent.
+    def capable(
+        self, tapes: Sequence[QuantumScript], derivatives: Derivatives | None = None
+    ) -> frozenset[int]:
+        """Indices of the members that can run ``tapes`` (and compute the ``derivatives``
+        they ask for), checked before anything is sent.
 
         Exact tapes go to members with exact results when there are any (a shots-only
         member would return estimates). Raises UnsupportedCircuitError naming every
@@ -203,7 +315,8 @@ class QuantumCluster(QuantumExecutor):
         """
         shape = BatchShape.of(tapes)  # one pass over the batch for every member
         reasons = [
-            member.why_not_shape(shape) if member.shots is None else member.why_not(tapes)
+            (derivatives and member.capabilities.why_not_derivatives(derivatives))
+            or (member.why_not_shape(shape) if member.shots is None else member.why_not(tapes))
             for member in self.executors
         ]
         capable = frozenset(i for i, reason in enumerate(reasons) if reason is None)
@@ -258,11 +371,18 @@ class QuantumCluster(QuantumExecutor):
         return stats.state == "healthy" or (stats.state == "half-open" and not stats.probing)
 
     def health(self) -> dict[str, ExecutorHealth]:
-        """Per executor: batches in flight, done, failed, mean latency, breaker state."""
+        """Per executor: batches in flight, done, failed, mean latency, breaker state, and
+        its last known status (available or why not, queue, calibration, metrics). No I/O
+        here: the first call starts the background status refresh (every ``status_ttl``)."""
+        self._fleet()  # takes the lock itself
+        board: StatusBoard = self._runtime["board"]
+        board.start()
+        statuses = board.last_known()
         with self._lock:
             now = time.monotonic()
             for i in range(len(self.executors)):
                 self._available(i, now)
+            percentiles = [latency_percentiles(s.latencies) for s in self._stats()]
             return {
                 label: ExecutorHealth(
                     executor=label,
@@ -271,24 +391,41 @@ class QuantumCluster(QuantumExecutor):
                     done=s.done,
                     failed=s.failed,
                     mean_latency=s.latency_total / s.done if s.done else None,
+                    p50_latency=p50,
+                    p90_latency=p90,
+                    p99_latency=p99,
+                    available=status.available if status else None,
+                    reason=status.reason if status else None,
+                    status=status,
                 )
-                for label, s in zip(self.member_labels, self._stats(), strict=True)
+                for label, s, status, (p50, p90, p99) in zip(
+                    self.member_labels, self._stats(), statuses, percentiles, strict=True
+                )
             }
 
     def _capacity(self, i: int) -> float:
         return self.executors[i].max_concurrent or math.inf
 
-    def _route(self, i: int, delta: int = 1) -> None:
+    def _loaded(self, i: int, circuits: int) -> None:
+        # The policies' count of circuits queued or in flight (once a policy made one).
+        fleet = self._runtime.get("fleet")
+        if fleet is not None:
+            fleet.add_load(i, circuits)
+
+    def _route(self, i: int, delta: int = 1, circuits: int = 1) -> None:
         with self._lock:
             self._stats()[i].queued += delta
+            self._loaded(i, delta * circuits)
 
-    def _begin(self, i: int, routed_to: int | None = None) -> None:
+    def _begin(self, i: int, routed_to: int | None = None, circuits: int = 1) -> None:
         """Batch starts on member ``i`` (leaving the queue of ``routed_to``, if given)."""
         with self._lock:
             if routed_to is not None:
                 self._stats()[routed_to].queued -= 1
+                self._loaded(routed_to, -circuits)
             stats = self._stats()[i]
             stats.in_flight += 1
+            self._loaded(i, circuits)
             if stats.state == "half-open":
                 stats.probing = True
 
@@ -298,6 +435,7 @@ class QuantumCluster(QuantumExecutor):
             stats.in_flight -= 1
             stats.done += 1
             stats.latency_total += seconds
+            stats.latencies.append(seconds)
             per_circuit = seconds / max(circuits, 1)
             stats.ewma_latency = (
                 per_circuit
@@ -306,24 +444,30 @@ class QuantumCluster(QuantumExecutor):
             )
             stats.consecutive_failures = 0
             stats.state, stats.probing = "healthy", False
+            self._loaded(i, -circuits)
+            fleet = self._runtime.get("fleet")
+            if fleet is not None:
+                fleet.set_latency(i, stats.ewma_latency)
 
-    def _failed(self, i: int, transient: bool) -> None:
+    def _failed(self, i: int, transient: bool, circuits: int = 1) -> None:
         with self._lock:
             stats = self._stats()[i]
             stats.in_flight -= 1
             stats.failed += 1
             stats.probing = False
+            self._loaded(i, -circuits)
             if not transient:  # the batch was bad, not the executor
                 return
             stats.consecutive_failures += 1
             if stats.state == "half-open" or stats.consecutive_failures >= self.breaker_threshold:
                 stats.state, stats.opened_at = "open", time.monotonic()
 
-    def _cancelled(self, i: int) -> None:
+    def _cancelled(self, i: int, circuits: int = 1) -> None:
         with self._lock:
             stats = self._stats()[i]
             stats.in_flight -= 1
             stats.probing = False
+            self._loaded(i, -circuits)
 
     # -- routing -------------------------------------------------------------------------
 
@@ -353,10 +497,222 @@ class QuantumCluster(QuantumExecutor):
         ``capable``: the members that can run them, default: asked here)."""
         if capable is None:
             capable = self.capable(tapes)
+        if self._policy is not None or self.budget is not None:
+            return self._routes(tapes, capable, exclude, top=1)[0][0]
         candidates = self._candidates(set(exclude), capable)
         chosen = self._select(tapes, candidates)
         self._index(chosen)  # raises SelectorError for a foreign executor
         return chosen
+
+    # -- policies, budgets, status -------------------------------------------------------
+
+    def _fleet(self) -> FleetState:
+        """The policies' numbers (per process): prices, status, load, latency."""
+        fleet = self._runtime.get("fleet")
+        if fleet is None:
+            with self._lock:
+                fleet = self._runtime.get("fleet")
+                if fleet is None:
+                    fleet = FleetState(
+                        self.member_labels,
+                        [
+                            (Shots(m.shots).total_shots or 0) if m.shots else 0
+                            for m in self.executors
+                        ],
+                        [
+                            0 if m.capabilities.analytic else m.capabilities.default_shots or 0
+                            for m in self.executors
+                        ],
+                    )
+                    board = StatusBoard(self.executors, self.member_labels, self.status_ttl, fleet)
+                    for i, status in enumerate(board.statuses):
+                        fleet.update(i, status)
+                    fleet.publish()
+                    self._runtime["board"] = board
+                    self._runtime["fleet"] = fleet
+        if self._policy is not None:
+            self._runtime["board"].start()  # statuses matter only to policies
+        return fleet
+
+    def member_status(self, refresh: bool = False) -> dict[str, ExecutorStatus]:
+        """Each member's last known status (``refresh=True``: ask them all now; blocks)."""
+        self._fleet()
+        board: StatusBoard = self._runtime["board"]
+        statuses = board.refresh() if refresh else board.statuses
+        return dict(zip(self.member_labels, statuses, strict=True))
+
+    def status(self) -> ExecutorStatus:
+        """Available when a member is; the shortest published queue and wait among them."""
+        statuses = [s for s in self.member_status().values() if s.available]
+        queues = [s.queue_length for s in statuses if s.queue_length is not None]
+        waits = [s.estimated_wait for s in statuses if s.estimated_wait is not None]
+        return ExecutorStatus(
+            executor=self.label,
+            available=bool(statuses),
+            reason=None if statuses else "no member is available",
+            queue_length=min(queues) if queues else None,
+            estimated_wait=min(waits) if waits else None,
+        )
+
+    def _ledger(self) -> Ledger:
+        return Ledger.default()
+
+    def _blocked(
+        self, tapes: Sequence[QuantumScript], capable: frozenset[int], exclude: AbstractSet[int]
+    ) -> dict[int, str]:
+        """Members that may not take the batch, and why (besides status and budget)."""
+        blocked: dict[int, str] = {}
+        with self._lock:
+            now = time.monotonic()
+            for i, member in enumerate(self.executors):
+                if i not in capable:
+                    why = member.why_not(tapes) or "exact members run exact tapes"
+                    blocked[i] = f"cannot run it: {why}"
+                elif i in exclude:
+                    blocked[i] = "failed this batch already"
+                elif not self._available(i, now):
+                    blocked[i] = "circuit breaker open"
+        return blocked
+
+    def _routes(
+        self,
+        tapes: Sequence[QuantumScript],
+        capable: frozenset[int],
+        exclude: AbstractSet[int] = frozenset(),
+        top: int = 1,
+    ) -> list[tuple[QuantumExecutor, Decision | None]]:
+        """The best ``top`` members for ``tapes`` by the policy (or the selector), within the
+        budget; each with the decision that explains it."""
+        fleet = self._fleet()
+        features = Features.of(tapes)
+        limit = math.inf
+        if self.budget is not None:
+            limit = self._ledger().remaining(self.budget)
+            if self.budget.per_call is not None:
+                limit = min(limit, self.budget.per_call)
+        if self._policy is None:
+            return self._selected_within(tapes, capable, exclude, features, limit, top)
+        blocked = self._blocked(tapes, capable, exclude)
+        try:
+            with fleet.lock:
+                decisions = ranked(
+                    fleet, self._policy, features, limit=limit, blocked=blocked, top=top
+                )
+        except NoMemberError as exc:
+            over = {k: v for k, v in exc.skips.items() if v.startswith("over budget")}
+            if over:
+                raise self._refusal(fleet, features, limit, exc.skips) from None
+            # Every member that can run it is offline, broken or tried already: still try
+            # (the caller gets the backend's real error, not a refusal).
+            cannot = {i: why for i, why in blocked.items() if why.startswith("cannot")}
+            with fleet.lock:
+                decisions = ranked(
+                    fleet, self._policy, features, limit=limit, blocked=cannot, top=top,
+                    offline_ok=True,
+                )  # fmt: skip
+        return [(self.executors[d.chosen], d) for d in decisions]
+
+    def _selected_within(
+        self,
+        tapes: Sequence[QuantumScript],
+        capable: frozenset[int],
+        exclude: AbstractSet[int],
+        features: Features,
+        limit: float,
+        top: int,
+    ) -> list[tuple[QuantumExecutor, Decision | None]]:
+        """The selector's choice among the members the budget allows (``top`` > 1: then
+        its choice among the rest, and so on)."""
+        price = costs(self._fleet().snapshot, features)
+        affordable = frozenset(i for i in capable if price[i] <= limit)
+        if not affordable:
+            skips = {
+                self.member_labels[i]: f"over budget: costs {price[i]:.6g}"
+                for i in sorted(capable)
+            }
+            raise self._refusal(self._fleet(), features, limit, skips)
+        chosen: list[tuple[QuantumExecutor, Decision | None]] = []
+        for _ in range(min(top, len(affordable))):
+            taken = set(exclude) | {self._index(m) for m, _ in chosen}
+            if chosen and not affordable - taken:
+                break
+            candidates = self._candidates(taken, affordable)
+            member = self._select(tapes, candidates)
+            self._index(member)  # raises SelectorError for a foreign executor
+            if any(member is m for m, _ in chosen):
+                break
+            chosen.append((member, None))
+        return chosen
+
+    def _refusal(
+        self, fleet: FleetState, features: Features, limit: float, skips: dict[str, str]
+    ) -> BudgetExceededError:
+        assert self.budget is not None  # only a budget refuses
+        price = costs(fleet.snapshot, features)
+        cheapest = int(price.argmin())
+        return self._ledger().refusal(
+            self.budget, float(price[cheapest]), self.member_labels[cheapest], limit=limit,
+            skips=skips,
+        )  # fmt: skip
+
+    def _cost(self, member: QuantumExecutor, prepared: Prepared) -> float:
+        """What ``prepared`` costs on ``member``: its price per planned circuit and shot."""
+        if member.price is None:
+            return 0.0
+        circuits = prepared.plan.circuits if prepared.plan is not None else prepared.tapes
+        shots = sum(c.shots.total_shots or 0 for c in circuits)
+        return member.price.cost(len(circuits), shots)
+
+    def _cache_key(self, member: QuantumExecutor, prepared: Prepared) -> str | None:
+        if self.cache is False or prepared.derivatives is not None:
+            return None
+        circuits = prepared.plan.circuits if prepared.plan is not None else prepared.tapes
+        if self.cache is None and (
+            member.capabilities.takes_tapes or any(c.shots for c in circuits)
+        ):
+            return None  # sampled results are cached only when asked (cache=True)
+        epoch = None
+        board = self._runtime.get("board")
+        if board is not None:
+            calibration = board.statuses[self._index(member)].calibration
+            epoch = calibration.epoch if calibration is not None else None
+        return batch_key(
+            circuits,
+            backend=f"{type(member).__name__}:{member.backend_description}",
+            shots=member.shots,
+            seed=getattr(member, "seed", None),
+            epoch=epoch,
+        )
+
+    def _account(self, chunk: _Chunk, i: int) -> _Chunk:
+        """Look ``chunk`` up in the result cache; charge the budget if it must run."""
+        member = chunk.prepared.executor
+        key = self._cache_key(member, chunk.prepared)
+        if key is not None:
+            hit = self._ledger().cached(key)
+            if hit is not None:
+                return dataclasses.replace(chunk, key=key, hit=tuple(hit))
+        cost = 0.0
+        if self.budget is not None:
+            cost = self._cost(member, chunk.prepared)
+            self._ledger().charge(self.budget, cost, member=self.member_labels[i])
+        return dataclasses.replace(chunk, key=key, cost=cost)
+
+    def _metadata(
+        self, base: RunMetadata, chunks: Sequence[_Chunk], winner: _Chunk | None = None
+    ) -> ClusterRunMetadata:
+        """``base`` with the routing decision, the charge and the cache and hedge marks."""
+        chunk = winner or chunks[0]
+        fields = {name: getattr(base, name) for name in RunMetadata.model_fields}
+        if self.budget is not None or chunk.hit is not None:
+            fields["cost"] = sum(c.cost for c in chunks)
+        return ClusterRunMetadata.model_construct(
+            **fields,
+            # a member that is itself a cluster explains its own choice
+            routing=chunk.decision or getattr(base, "routing", None),
+            cache_hit=chunk.hit is not None,
+            hedged=tuple(c.prepared.executor.label for c in chunks) if chunk.hedge else (),
+        )
 
     def _split(
         self, tapes: tuple[QuantumScript, ...], capable: frozenset[int]
@@ -392,45 +748,116 @@ class QuantumCluster(QuantumExecutor):
 
     # -- phase 1: caller's thread --------------------------------------------------------
 
-    def prepare(self, tapes: Sequence[QuantumScript], checked: bool = False) -> Prepared:
-        tapes = self.with_shots(tapes)
-        capable = self.capable(tapes)
-        if self.spread and len(tapes) > 1 and len(capable) > 1:
-            parts = self._split(tapes, capable)
-        else:
-            parts = [(self.select(tapes, capable=capable), tapes)]
-        chunks: list[_Chunk] = []
-        for member, part in parts:
-            # Count the batch as in flight from the moment it is routed, so load-aware
-            # selectors see the batches that are prepared but not yet started.
-            i = self._index(member)
-            self._route(i)
-            try:
-                chunks.append(_Chunk(part, member.prepare(part, checked=True), capable))
-            except BaseException:
-                self._route(i, -1)
-                for chunk in chunks:
-                    self._route(self._index(chunk.prepared.executor), -1)
-                raise
-        return Prepared(self, chunks, tapes)
+    def prepare(
+        self,
+        tapes: Sequence[QuantumScript],
+        checked: bool = False,
+        derivatives: Derivatives | None = None,
+    ) -> Prepared:
+        with telemetry.batch(self, tapes) as trace:  # members' preparations join it
+            with trace.phase("route", self):
+                tapes = self.with_shots(tapes)
+                capable = self.capable(tapes, derivatives)
+                # A derivative batch stays whole: one forward and backward pass on one member.
+                spread = self.spread and len(tapes) > 1 and len(capable) > 1
+                if spread and derivatives is None:
+                    parts: list[tuple[QuantumExecutor, tuple, Decision | None]] = [
+                        (m, part, None) for m, part in self._split(tapes, capable)
+                    ]
+                elif self._policy is not None or self.budget is not None or self.hedge > 1:
+                    routes = self._routes(tapes, capable, top=self.hedge)
+                    parts = [(member, tapes, decision) for member, decision in routes]
+                else:
+                    parts = [(self.select(tapes, capable=capable), tapes, None)]
+            hedge = len(parts) > 1 and not spread
+            chunks: list[_Chunk] = []
+            for member, part, decision in parts:
+                # Count the batch as in flight from the moment it is routed, so load-aware
+                # selectors see the batches that are prepared but not yet started.
+                i = self._index(member)
+                self._route(i, circuits=len(part))
+                try:
+                    prepared = member.prepare(part, checked=True, derivatives=derivatives)
+                    chunk = _Chunk(part, prepared, capable, decision=decision, hedge=hedge)
+                    chunk = self._account(chunk, i)
+                    if chunk.hit is not None:  # nothing runs: not in flight after all
+                        self._route(i, -1, len(part))
+                        for other in chunks:
+                            self._route(self._index(other.prepared.executor), -1, len(part))
+                        chunks = [dataclasses.replace(chunk, hedge=False)]
+                        break
+                    chunks.append(chunk)
+                except BaseException:
+                    self._route(i, -1, len(part))
+                    for chunk in chunks:
+                        self._route(self._index(chunk.prepared.executor), -1, len(chunk.tapes))
+                    raise
+            if chunks[0].hit is None and self._attachable:
+                nonce = call_nonce()
+                chunks = [self._keyed(dataclasses.replace(c, batch=f"{nonce}/{n}"))
+                          for n, c in enumerate(chunks)]  # fmt: skip
+            whole = Prepared(self, chunks, tapes)
+            trace.bind(whole, leaf=False)
+        return whole
+
+    @property
+    def _attachable(self) -> bool:
+        """Whether a member re-attaches to its backend's jobs (then batches are recorded)."""
+        found = self._runtime.get("attachable")
+        if found is None:
+            found = self._runtime["attachable"] = any(m.reattachable for m in self.executors)
+        return found
+
+    def _keyed(self, chunk: _Chunk) -> _Chunk:
+        """``chunk`` with its submission key on its (new) member (caller's thread)."""
+        if chunk.batch is None:
+            return chunk
+        member = chunk.prepared.executor
+        label = self.member_labels[self._index(member)]
+        return dataclasses.replace(
+            chunk, submission=submission_key(member, label, chunk.prepared, chunk.batch)
+        )
 
     def completed_inline(self, prepared: Prepared) -> BatchResult | None:
         chunks: list[_Chunk] = prepared.payload
         if len(chunks) != 1:
             return None
+        if chunks[0].hit is not None:
+            return BatchResult(chunks[0].hit, self._hit_metadata(chunks[0]))
         member = chunks[0].prepared.executor
         done = member.completed_inline(chunks[0].prepared)
         if done is not None:
             i = self._index(member)
-            self._begin(i, routed_to=i)
+            self._begin(i, routed_to=i, circuits=prepared.num_circuits)
             self._succeeded(i, done.metadata.execution_time, prepared.num_circuits)
+            if chunks[0].key is not None:
+                self._ledger().cache(chunks[0].key, tuple(done))
+            done.metadata = self._metadata(done.metadata, chunks)
         return done
 
     def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
         results: list[Any] = []
         for chunk, chunk_raw in raw:
-            results.extend(chunk.prepared.complete(chunk_raw))
+            if chunk.hit is not None:
+                results.extend(chunk.hit)
+                continue
+            done = chunk.prepared.complete(chunk_raw)
+            if chunk.key is not None:
+                self._ledger().cache(chunk.key, tuple(done))
+            results.extend(done)
         return results
+
+    def _hit_metadata(self, chunk: _Chunk) -> ClusterRunMetadata:
+        return self._metadata(
+            RunMetadata.model_construct(
+                executor=chunk.prepared.executor.label,
+                backend=chunk.prepared.executor.backend_description,
+                num_circuits=len(chunk.tapes),
+                execution_time=0.0,
+                submitted_at=time.time(),
+            ),
+            [chunk],
+        )
 
     # -- phase 2: event loop -------------------------------------------------------------
 
@@ -457,6 +884,11 @@ class QuantumCluster(QuantumExecutor):
         progress = BatchProgress(sum(len(c.tapes) for c in chunks), f"{self.label}")
         progress.start()
         try:
+            if chunks[0].hit is not None:
+                return BatchResult([(chunks[0], None)], self._hit_metadata(chunks[0]))
+            if chunks[0].hedge:
+                winner = await self._race(chunks, progress)
+                return BatchResult([winner], self._metadata(winner[1].metadata, chunks, winner[0]))
             if len(chunks) == 1:  # no gather: it would wrap the chunk in another task
                 done = [await self._run_chunk(chunks[0], progress)]
             else:
@@ -464,7 +896,7 @@ class QuantumCluster(QuantumExecutor):
         finally:
             progress.stop()
         if len(done) == 1:
-            return BatchResult(done, done[0][1].metadata)
+            return BatchResult(done, self._metadata(done[0][1].metadata, chunks))
         return BatchResult(
             done,
             RunMetadata.model_construct(
@@ -476,6 +908,29 @@ class QuantumCluster(QuantumExecutor):
                 job_ids=tuple(j for _, raw in done for j in raw.metadata.job_ids),
             ),
         )
+
+    async def _race(
+        self, chunks: list[_Chunk], progress: BatchProgress
+    ) -> tuple[_Chunk, BatchResult]:
+        """Run the copies of a hedged batch; the first to succeed wins, the rest are
+        cancelled (each member cancels its backend job, as for a cancelled future)."""
+        tasks = [asyncio.ensure_future(self._run_chunk(c, progress)) for c in chunks]
+        error: BaseException | None = None
+        try:
+            pending = set(tasks)
+            while pending:
+                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    if task.exception() is None:
+                        return task.result()
+                    error = error or task.exception()
+            assert error is not None  # every copy failed
+            raise error
+        finally:
+            losers = [task for task in tasks if not task.done()]
+            for task in losers:
+                task.cancel()
+            await asyncio.gather(*losers, return_exceptions=True)
 
     def _slots(self) -> asyncio.Condition:
         key = ("slots", id(asyncio.get_running_loop()))
@@ -491,16 +946,21 @@ class QuantumCluster(QuantumExecutor):
 
     async def _prepare_elsewhere(self, target: QuantumExecutor, chunk: _Chunk) -> _Chunk:
         # Tape work: on the thread that waits for this batch (PennyLane is not thread-safe).
-        prepared = await on_caller_thread(target.prepare, chunk.tapes, True)
-        return _Chunk(chunk.tapes, prepared, chunk.capable)
+        prepared = await on_caller_thread(
+            telemetry.within(chunk.prepared, target.prepare),  # joins the batch's trace
+            chunk.tapes, True, chunk.prepared.derivatives
+        )
+        moved = dataclasses.replace(chunk, prepared=prepared)
+        return await on_caller_thread(self._keyed, moved) if chunk.batch else moved
 
     async def _bind(self, chunk: _Chunk) -> _Chunk:
         """Start ``chunk`` on a member. Load-aware selectors bind late: the batch waits
         for a free slot (``max_concurrent``) anywhere and goes to the best free member, so
         a slow executor's queue drains to the fast ones."""
         routed_to = self._index(chunk.prepared.executor)
+        size = len(chunk.tapes)
         if not self._late_binding:
-            self._begin(routed_to, routed_to)
+            self._begin(routed_to, routed_to, size)
             return chunk
         async with self._slots():
             while True:
@@ -521,13 +981,33 @@ class QuantumCluster(QuantumExecutor):
                 if routed_to in free
                 else self._index(self._select(chunk.tapes, [self.executors[i] for i in free]))
             )
-            self._begin(target, routed_to)
+            self._begin(target, routed_to, size)
         if target == routed_to:
             return chunk
         try:
             return await self._prepare_elsewhere(self.executors[target], chunk)
         except BaseException:
-            self._cancelled(target)
+            self._cancelled(target, size)
+            raise
+
+    async def _to_recorded(self, chunk: _Chunk, label: str, counted: bool) -> _Chunk:
+        """``chunk`` on the member ``label`` that accepted it before (its jobs are re-attached,
+        not submitted again elsewhere); ``counted``: the chunk counts as begun on its member."""
+        labels = self.member_labels
+        if label not in labels or labels.index(label) == self._index(chunk.prepared.executor):
+            return chunk
+        target = labels.index(label)
+        if not self.executors[target].reattachable:
+            return chunk
+        size = len(chunk.tapes)
+        if counted:
+            self._cancelled(self._index(chunk.prepared.executor), size)
+            self._begin(target, circuits=size)
+        try:
+            return await self._prepare_elsewhere(self.executors[target], chunk)
+        except BaseException:
+            if counted:
+                self._cancelled(target, size)
             raise
 
     async def _run_chunk(
@@ -535,22 +1015,35 @@ class QuantumCluster(QuantumExecutor):
     ) -> tuple[_Chunk, BatchResult]:
         chunk = await self._bind(chunk)
         tried: set[int] = set()
+        size = len(chunk.tapes)
         for attempt in range(self.retries + 1):
+            record = None
+            if chunk.batch is not None:  # accepted before (a retry, a restarted call)?
+                record = await asyncio.to_thread(self._ledger().submission, chunk.batch)
+                if record is not None:
+                    chunk = await self._to_recorded(chunk, record.member, counted=not attempt)
             member = chunk.prepared.executor
             i = self._index(member)
             if attempt:
-                self._begin(i)
+                self._begin(i, circuits=size)
             started = time.perf_counter()
             try:
-                raw = await member.run_raw(chunk.prepared)
+                if chunk.batch is not None and chunk.submission is not None and member.reattachable:
+                    label = self.member_labels[i]
+                    raw = await run_once(
+                        member, label, chunk.prepared, chunk.batch, chunk.submission,
+                        self._ledger(), record if record and record.member == label else None,
+                    )  # fmt: skip
+                else:
+                    raw = await member.run_raw(chunk.prepared)
             except asyncio.CancelledError:
-                self._cancelled(i)
+                self._cancelled(i, size)
                 await self._slot_freed()
                 raise
             except Exception as exc:
                 await self._slot_freed()
                 transient = is_transient(exc)
-                self._failed(i, transient)
+                self._failed(i, transient, size)
                 if not transient:
                     raise
                 if attempt == self.retries:
@@ -562,7 +1055,8 @@ class QuantumCluster(QuantumExecutor):
                 tried.add(i)
                 delay = min(self.backoff_max, self.backoff * 2**attempt)
                 await asyncio.sleep(random.uniform(0, delay))
-                target = self.select(chunk.tapes, exclude=tried, capable=chunk.capable)
+                with telemetry.phase(chunk.prepared, "route", self):  # failover
+                    target = self.select(chunk.tapes, exclude=tried, capable=chunk.capable)
                 if target is not member:
                     chunk = await self._prepare_elsewhere(target, chunk)
                 continue

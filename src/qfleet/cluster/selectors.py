@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from qfleet.errors import QFleetError
+
 if TYPE_CHECKING:
     from pennylane.tape import QuantumScript
 
@@ -124,3 +126,27 @@ SELECTORS: dict[str, type] = {
     "least_busy": LeastBusySelector,
     "fastest": FastestSelector,
 }
+
+
+class SelectorFailedError(QFleetError, RuntimeError):
+    """A user's selector function raised; the message names it and its error."""
+
+
+def guarded(selector: Callable[..., Any]) -> Callable[..., Any]:
+    """``selector`` (a user's function), with what it raises reported as coming from it."""
+    if hasattr(selector, "attach"):  # a stats-driven selector object: keep its interface
+        return selector
+    name = getattr(selector, "__qualname__", None) or type(selector).__name__
+
+    def select(tapes: Sequence[Any], executors: Sequence[Any]) -> Any:
+        try:
+            return selector(tapes, executors)
+        except QFleetError:
+            raise
+        except Exception as exc:
+            raise SelectorFailedError(
+                f"the cluster's selector {name} raised {type(exc).__name__}: {exc}; fix the "
+                f"selector (it is called as f(tapes, executors) and returns one of executors)"
+            ) from exc
+
+    return select

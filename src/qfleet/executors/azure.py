@@ -14,7 +14,9 @@ measurements deferred, observables diagonalized, gates decomposed into the targe
   histograms (counts / shots) are turned back into the counts (:class:`~qfleet.sampling.Counts`).
 
 Azure Quantum only samples: tapes without shots run with ``DEFAULT_SHOTS`` (the plan warns
-once). Everything the SDK does is blocking I/O; it runs in threads (``asyncio.to_thread``):
+once). Everything the SDK does is blocking I/O; it runs on daemon threads
+(:func:`~qfleet.runtime.daemon.in_daemon_thread`, so a pending job never keeps a finished
+script alive):
 submission (storage SAS URI, input blob upload, job creation), polling, result download,
 cancellation.
 
@@ -55,7 +57,9 @@ from qfleet.executors.base import (
     QuantumExecutor,
 )
 from qfleet.executors.faults import rejected_status, unreachable
+from qfleet.executors.idempotency import backend_job_id, submission_key
 from qfleet.executors.status import ExecutorStatus
+from qfleet.runtime.daemon import in_daemon_thread
 from qfleet.sampling import Counts, RawOutput, Samples
 
 if TYPE_CHECKING:
@@ -419,6 +423,7 @@ class AzureExecutor(QuantumExecutor):
     """Data-plane endpoint of the workspace (default: from the connection string or ARM)."""
 
     backend_kind = "azure"
+    resubmits_idempotently = True  # job ids derive from the batch's key (see submit)
 
     # -- validation ------------------------------------------------------------------------
 
@@ -589,10 +594,10 @@ class AzureExecutor(QuantumExecutor):
 
     async def _sdk(self, conn: _Connection, function: Callable, *args: Any,
                    job_id: str | None = None) -> Any:
-        """Run a blocking SDK call in a thread; SDK errors become qfleet errors."""
+        """Run a blocking SDK call on a daemon thread; SDK errors become qfleet errors."""
         async with self._io_limit():
             try:
-                return await asyncio.to_thread(function, *args)
+                return await in_daemon_thread(function, *args)
             except ImportError as exc:
                 raise _needs_azure_extra(exc) from exc
             except QFleetError:
@@ -646,20 +651,37 @@ class AzureExecutor(QuantumExecutor):
 
     def _submit_one(self, target: Any, circuit: _Circuit, job_id: str, index: int,
                     total: int) -> Any:
-        return target.submit(
-            circuit.data,
-            name=self.job_name,
-            shots=circuit.shots,
-            input_params=dict(self.input_params),
-            job_id=job_id,
-            tags=["qfleet"],
-            metadata={"qfleet": "1", "circuit": f"{index + 1}/{total}",
-                      "num_qubits": str(circuit.num_wires)},
-        )
+        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+        def submit(**blob: str) -> Any:
+            return target.submit(
+                circuit.data,
+                name=self.job_name,
+                shots=circuit.shots,
+                input_params=dict(self.input_params),
+                job_id=job_id,
+                tags=["qfleet"],
+                metadata={"qfleet": "1", "circuit": f"{index + 1}/{total}",
+                          "num_qubits": str(circuit.num_wires)},
+                **blob,
+            )
+
+        try:
+            return submit()
+        except ResourceExistsError:
+            # The id was used before: an idempotent resubmission (the job ids derive from the
+            # batch's key), or the SDK's own retry of a PUT whose reply was lost. The job
+            # the service has is this one: take it, never a second copy.
+            try:
+                return target.workspace.get_job(job_id)
+            except ResourceNotFoundError:  # only its input blob was stored: store it anew
+                return submit(blob_name=f"inputData-{uuid.uuid4().hex[:8]}")
 
     async def submit(self, payload: _Payload) -> tuple[_Job, tuple[str, ...]]:
         conn = self._connection()
-        ids = tuple(str(uuid.uuid1()) for _ in payload.circuits)  # the SDK's own id scheme
+        # Under an idempotency key (a cluster batch) the ids derive from it, so a retry names
+        # the jobs Azure already has; else the SDK's own id scheme.
+        ids = tuple(backend_job_id(i) or str(uuid.uuid1()) for i in range(len(payload.circuits)))
         job = _Job(payload, ids, conn)
         submitting = asyncio.ensure_future(self._submit_all(job))
         try:
@@ -686,10 +708,13 @@ class AzureExecutor(QuantumExecutor):
                 job.sdk_jobs[job_id] = result
         if failures:
             # All or nothing: cancel what was (or may have been) created. A rejected sign-in
-            # created nothing, and signing in again to cancel would only fail again.
+            # created nothing, and signing in again to cancel would only fail again. Under an
+            # idempotency key a transient failure keeps them: the retry takes them over.
             maybe = tuple(job_id for job_id, result in zip(job.ids, results, strict=True)
                           if not isinstance(result, AzureAuthenticationError))
-            if maybe:
+            keep = submission_key() is not None and all(
+                isinstance(f, ExecutorError) and f.transient for f in failures)
+            if maybe and not keep:
                 await asyncio.shield(self.cancel(dataclasses.replace(job, ids=maybe)))
             raise failures[0]
 
@@ -697,6 +722,10 @@ class AzureExecutor(QuantumExecutor):
         cleanup = asyncio.ensure_future(self.cancel(job))
         _background.add(cleanup)
         cleanup.add_done_callback(_background.discard)
+
+    @property
+    def reattachable(self) -> bool:
+        return True  # Azure keeps the jobs: any process re-attaches by id
 
     def attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
         """The job for Azure job ids from an earlier submission of the same tapes."""
@@ -776,10 +805,14 @@ class AzureExecutor(QuantumExecutor):
             for wait in waits:
                 wait.cancel()
             raise  # the base class cancels the jobs
-        except BaseException:
+        except BaseException as exc:
             for wait in waits:
                 wait.cancel()
-            await asyncio.shield(self.cancel(job))  # one job failed: stop the others
+            # One job failed: stop the others; but a transient failure under an idempotency
+            # key leaves them to the retry, which re-attaches to them.
+            if not (submission_key() is not None and isinstance(exc, ExecutorError)
+                    and exc.transient):
+                await asyncio.shield(self.cancel(job))
             raise
         return list(outputs)
 
@@ -793,7 +826,7 @@ class AzureExecutor(QuantumExecutor):
 
     async def cancel(self, job: _Job) -> None:
         await asyncio.gather(
-            *(asyncio.to_thread(self._cancel_one, job, job_id) for job_id in job.ids)
+            *(in_daemon_thread(self._cancel_one, job, job_id) for job_id in job.ids)
         )
 
     # -- errors -------------------------------------------------------------------------------

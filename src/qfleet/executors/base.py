@@ -30,7 +30,10 @@ from pennylane.measurements import Shots
 from pennylane.tape import QuantumScript
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
+import qfleet.telemetry as telemetry
+from qfleet.config.logs import remember, remember_in
 from qfleet.errors import ExecutorError, ExecutorTimeoutError, QFleetError, UnsupportedCircuitError
+from qfleet.executors.status import PERFECT, ExecutorStatus, Price
 from qfleet.runtime import get_dispatcher
 from qfleet.runtime.futures import LazyFuture
 from qfleet.sampling import (
@@ -43,6 +46,7 @@ from qfleet.sampling import (
     measurement_kind,
     needs_backend_support,
 )
+from qfleet.sampling.derivatives import Derivatives
 
 __all__ = [
     "ALL_MEASUREMENTS",
@@ -70,6 +74,11 @@ class RunMetadata(BaseModel):
     job_ids: tuple[str, ...] = ()
     shots: tuple[int | None, ...] = ()
     """Per tape: the shots its circuits ran on the backend (None: exact)."""
+    cost: float | None = None
+    """Estimated price of the batch (the executor's ``price``; None: unknown)."""
+    compile: dict[str, Any] | None = None
+    """What compiling for the backend's chip did (2300, Quantum Inspire): ``seconds``,
+    ``cached`` circuits, ``swaps`` and ``added_two_qubit_gates``; None: not compiled."""
 
 
 class BatchResult(tuple):
@@ -98,6 +107,8 @@ class Prepared:
     tapes: tuple[QuantumScript, ...]
     plan: SamplingPlan | None = None
     """How the tapes became the backend's circuits (None: a delegating executor)."""
+    derivatives: Derivatives | None = None
+    """The simulator derivatives the batch asks for (None: results only)."""
 
     @property
     def num_circuits(self) -> int:
@@ -110,13 +121,14 @@ class Prepared:
 
     def complete(self, raw: BatchResult) -> BatchResult:
         """Raw backend output -> PennyLane results (call on the caller's thread)."""
-        if self.plan is None:
-            return BatchResult(self.executor.finish(self.tapes, raw), raw.metadata)
-        if self.plan.is_passthrough:
-            return raw
-        outputs = self.executor.decode(self.plan.circuits, raw)
-        metadata = raw.metadata.model_copy(update={"shots": self.plan.shots_used})
-        return BatchResult(self.plan.results(outputs), metadata)
+        with telemetry.finishing(self, raw):
+            if self.plan is None:
+                return BatchResult(self.executor.finish(self.tapes, raw), raw.metadata)
+            if self.plan.is_passthrough:
+                return raw
+            outputs = self.executor.decode(self.plan.circuits, raw)
+            metadata = raw.metadata.model_copy(update={"shots": self.plan.shots_used})
+            return BatchResult(self.plan.results(outputs), metadata)
 
 
 class BatchHandle(BaseModel):
@@ -181,8 +193,14 @@ class QuantumExecutor(BaseModel):
     """Most submissions per second (asyncio-throttle); None: no limit."""
     timeout: float | None = Field(default=None, gt=0)
     """Seconds to wait for one batch's results before raising ExecutorTimeoutError."""
+    price: Price | None = None
+    """What a batch costs here (``qf.Price``); providers don't serve prices, users know theirs."""
 
     backend_kind: ClassVar[str] = "executor"
+    resubmits_idempotently: ClassVar[bool] = False
+    """Whether submitting again under the same idempotency key (``qfleet.executors.
+    idempotency.submitting``) returns the jobs the backend already has, never a second copy
+    (a protocol handle chosen by the client: Azure Quantum job ids, Braket's clientToken)."""
 
     _runtime_cache: dict = PrivateAttr(default_factory=dict)
 
@@ -205,7 +223,16 @@ class QuantumExecutor(BaseModel):
         from qfleet.config import executor_defaults  # config imports executors' field lists
 
         defaults = executor_defaults(type(self))
-        super().__init__(**({**defaults, **data} if defaults else data))
+        try:
+            super().__init__(**({**defaults, **data} if defaults else data))
+        except ValueError as exc:  # a bad value from the environment or file: name its source
+            from qfleet.config.loader import configured_value_error
+
+            error = configured_value_error(type(self), exc, data) if defaults else None
+            if error is None:
+                raise
+            raise error from exc
+        remember_in(self)  # its secrets are masked in qfleet's logs from now on
 
     @field_validator("shots", mode="before")
     @classmethod
@@ -243,6 +270,7 @@ class QuantumExecutor(BaseModel):
             value = lookup(executor_defaults(type(self)))
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
+        remember(value)  # read from the config or environment: masked in logs too
         return value or None
 
     @property
@@ -259,6 +287,16 @@ class QuantumExecutor(BaseModel):
     def backend_description(self) -> str:
         """A short description of the backend, for metadata."""
         return self.backend_kind
+
+    def status(self) -> ExecutorStatus:
+        """Live status: available (or why not), queue, calibration, price. Backends that
+        publish these override it (it may block on I/O: clusters call it from a background
+        thread, never on a batch's path). Default: available; an exact simulator is
+        noiseless."""
+        exact = self.capabilities.analytic and self.shots is None
+        return ExecutorStatus(
+            executor=self.label, price=self.price, calibration=PERFECT if exact else None
+        )
 
     def supports_operation(self, op: Any) -> bool:
         """Whether the backend runs ``op`` natively. The device asks only about operators
@@ -319,7 +357,7 @@ class QuantumExecutor(BaseModel):
         if caps.takes_tapes:
             # A full PennyLane simulator judges the tapes itself (DeviceError, as on
             # default.qubit); limits declared on top of it are checked here.
-            if not checked and caps is not SIMULATOR_CAPABILITIES:
+            if not checked and caps.declares_limits:
                 self.check(tapes)
             return SamplingPlan.passthrough(tapes)
         return SamplingPlan.build(
@@ -330,21 +368,46 @@ class QuantumExecutor(BaseModel):
             seed=getattr(self, "seed", None),
         )
 
-    def prepare(self, tapes: Sequence[QuantumScript], checked: bool = False) -> Prepared:
+    def prepare(
+        self,
+        tapes: Sequence[QuantumScript],
+        checked: bool = False,
+        derivatives: Derivatives | None = None,
+    ) -> Prepared:
         """Apply shots, plan and translate ``tapes`` (caller's thread); ``checked``: see
-        :meth:`plan`."""
-        plan = self.plan(self.with_shots(tapes), checked=checked)
-        try:
-            payload = self.translate(plan.circuits)
-        except Exception as exc:
-            # Keep the type (callers may catch PennyLane's own errors); name the executor.
-            exc.add_note(f"raised by executor {self.label!r} while preparing the batch")
-            raise
-        return Prepared(self, payload, plan.tapes, plan)
+        :meth:`plan`; ``derivatives``: the simulator derivatives to compute with them."""
+        with telemetry.batch(self, tapes) as trace, trace.phase("prepare", self):
+            if derivatives is not None and not checked:
+                reason = self.capabilities.why_not_derivatives(derivatives)
+                if reason:
+                    raise UnsupportedCircuitError(f"{self.label}: {reason}")
+            plan = self.plan(self.with_shots(tapes), checked=checked)
+            try:
+                if derivatives is None:
+                    payload = self.translate(plan.circuits)
+                else:
+                    payload = self.translate_derivatives(plan.circuits, derivatives)
+            except Exception as exc:
+                # Keep the type (callers may catch PennyLane's own errors); name the executor.
+                exc.add_note(f"raised by executor {self.label!r} while preparing the batch")
+                raise
+            prepared = Prepared(self, payload, plan.tapes, plan, derivatives)
+            trace.bind(prepared)  # the loop side and the results find the batch's trace
+        return prepared
 
     def translate(self, circuits: tuple[QuantumScript, ...]) -> Any:
         """Turn the plan's circuits into the backend's input. Default: the circuits."""
         return circuits
+
+    def translate_derivatives(
+        self, circuits: tuple[QuantumScript, ...], derivatives: Derivatives
+    ) -> Any:
+        """:meth:`translate` for a batch that asks for the simulator's derivatives
+        (executors whose capabilities list ``derivatives``); ``collect`` then returns, per
+        circuit, what ``derivatives.mode`` names."""
+        raise UnsupportedCircuitError(
+            f"{self.label} computes no {derivatives.method} derivatives itself"
+        )
 
     def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> Sequence[Any]:
         """Results of a batch prepared without a plan: a delegating executor (a cluster)
@@ -384,6 +447,14 @@ class QuantumExecutor(BaseModel):
         """Whether jobs of this backend can be re-attached by id (see ``attach``)."""
         return type(self).attach is not QuantumExecutor.attach
 
+    @property
+    def reattachable(self) -> bool:
+        """Whether ``attach`` reaches the backend's own jobs, which outlive this process, so a
+        cluster records accepted batches and re-attaches to them instead of submitting again
+        (see ``qfleet.cluster.idempotency``). Default False: no jobs, or an ``attach`` that
+        runs the batch again (the 2300 keeps nothing after its session)."""
+        return False
+
     def reattach(
         self,
         tapes: Sequence[QuantumScript],
@@ -393,7 +464,12 @@ class QuantumExecutor(BaseModel):
         """A handle for backend jobs submitted earlier for the same tapes (``handle.job_ids``
         or ``metadata.job_ids``, e.g. from another process that died):
         ``await ex.batch_get_results(handle)``."""
-        prepared = self.prepare(tapes)
+        return self.attach_prepared(self.prepare(tapes), job_ids, submitted_at)
+
+    def attach_prepared(
+        self, prepared: Prepared, job_ids: Sequence[str], submitted_at: float | None = None
+    ) -> BatchHandle:
+        """:meth:`reattach` for a batch already prepared here (no tape work: loop side too)."""
         return BatchHandle.model_construct(
             executor=self.label,
             num_circuits=prepared.num_circuits,
@@ -428,16 +504,21 @@ class QuantumExecutor(BaseModel):
     async def submit_prepared(self, prepared: Prepared) -> BatchHandle:
         """Submit a prepared batch; returns once the backend has accepted it."""
         semaphore, throttler = self._limits()
-        if semaphore is not None:
-            await semaphore.acquire()
+        with telemetry.phase(prepared, "queue", self):
+            if semaphore is not None:
+                await semaphore.acquire()
         try:
             if throttler is not None:
                 await throttler.acquire()
             submitted_at, started = time.time(), time.perf_counter()
-            job, job_ids = await self._guard(self.submit(prepared.payload))
-        except BaseException:
+            with telemetry.phase(prepared, "submit", self) as span:
+                job, job_ids = await self._guard(self.submit(prepared.payload))
+                if job_ids:
+                    span.set(job_ids=list(job_ids))
+        except BaseException as exc:
             if semaphore is not None:
                 semaphore.release()
+            telemetry.failed(prepared, exc)
             raise
         # model_construct: values made here, no validation on every batch's path
         return BatchHandle.model_construct(
@@ -462,7 +543,8 @@ class QuantumExecutor(BaseModel):
         try:
             collect = self._guard(self.collect(handle.job))
             try:
-                results = await asyncio.wait_for(collect, self.batch_timeout)
+                with telemetry.phase(handle.prepared, "run", self):
+                    results = await asyncio.wait_for(collect, self.batch_timeout)
             except ExecutorError:
                 raise  # the backend's own error (ExecutorTimeoutError is a TimeoutError too)
             except TimeoutError as exc:
@@ -476,6 +558,9 @@ class QuantumExecutor(BaseModel):
             except asyncio.CancelledError:
                 await asyncio.shield(self.cancel(handle.job))
                 raise
+        except BaseException as exc:
+            telemetry.failed(handle.prepared, exc)  # the batch's trace ends with the error
+            raise
         finally:
             if handle.limits_held:
                 semaphore, _ = self._limits()
@@ -564,10 +649,12 @@ class QuantumExecutor(BaseModel):
             exc.add_note(f"raised by executor {self.label!r}")
             raise
         except Exception as exc:
+            from qfleet.executors.faults import unreachable  # SDK-wrapped network failures too
+
             raise ExecutorError(
                 f"{type(exc).__name__}: {exc}",
                 executor=self.label,
-                transient=isinstance(exc, (TimeoutError, ConnectionError)),
+                transient=unreachable(exc) is not None,
             ) from exc
 
     # -- public API ----------------------------------------------------------------------
@@ -586,9 +673,12 @@ class QuantumExecutor(BaseModel):
         """Run one tape and return its result."""
         return (await self.run_all_circuits([tape]))[0]
 
-    def execute(self, tapes: Sequence[QuantumScript]) -> BatchResult:
-        """Run ``tapes`` from synchronous code; the fastest path (used by the device)."""
-        prepared = self.prepare(tapes)
+    def execute(
+        self, tapes: Sequence[QuantumScript], derivatives: Derivatives | None = None
+    ) -> BatchResult:
+        """Run ``tapes`` from synchronous code; the fastest path (used by the device).
+        ``derivatives``: also (or instead) compute the simulator's derivatives."""
+        prepared = self.prepare(tapes, derivatives=derivatives)
         return prepared.executor.run_prepared_sync(prepared)
 
     def run_all_circuits_sync(self, tapes: Sequence[QuantumScript]) -> BatchResult:

@@ -3,8 +3,9 @@
 This module only translates: the sampling plan's circuits -> qiskit circuits and PUBs
 (caller's thread), raw primitive output -> Samples/Values (caller's thread; the plan makes
 PennyLane results of them). Services, sessions, the primitive adapter and error mapping
-live in :mod:`qfleet.executors.ibm_runtime`; blocking SDK calls run in threads
-(``asyncio.to_thread``), never on the event loop itself.
+live in :mod:`qfleet.executors.ibm_runtime`; blocking SDK calls run on daemon threads
+(:func:`qfleet.runtime.daemon.in_daemon_thread`: a pending job never keeps a finished script
+alive), never on the event loop itself.
 
 qiskit is imported lazily: ``import qfleet`` works without the ``ibm`` extra.
 """
@@ -43,6 +44,7 @@ from qfleet.executors.ibm_runtime import (
     to_executor_error,
 )
 from qfleet.executors.status import Calibration, ExecutorStatus
+from qfleet.runtime.daemon import in_daemon_thread
 
 __all__ = ["IBMAuthenticationError", "IBMJobError", "QiskitExecutor", "close_sessions"]
 
@@ -425,7 +427,7 @@ class QiskitExecutor(QuantumExecutor):
         )
 
     async def submit(self, payload: _Work) -> tuple[Any, tuple[str, ...]]:
-        submitting = asyncio.ensure_future(asyncio.to_thread(self._submit, payload))
+        submitting = asyncio.ensure_future(in_daemon_thread(self._submit, payload))
         try:
             with self._sdk_errors():
                 submission = await asyncio.shield(submitting)
@@ -492,6 +494,10 @@ class QiskitExecutor(QuantumExecutor):
         ran them, so they cannot."""
         return not self.is_local
 
+    @property
+    def reattachable(self) -> bool:
+        return self.can_attach  # Runtime keeps the jobs: any process re-attaches by id
+
     def attach(self, payload: _Work, job_ids: Sequence[str]) -> _Submission:
         """The submission of Runtime jobs ``job_ids`` (one per job of ``payload``, in order)
         from an earlier submission of the same tapes, e.g. by a process that died. Blocking:
@@ -550,7 +556,7 @@ class QiskitExecutor(QuantumExecutor):
         try:
             # Local jobs run in this process: wait for them in a thread, no polling delay.
             # Remote jobs: poll without holding a thread, backing off to poll_interval.
-            while not local and not await asyncio.to_thread(sdk_job.in_final_state):
+            while not local and not await in_daemon_thread(sdk_job.in_final_state):
                 await asyncio.sleep(delay)
                 delay = min(delay * 1.5, self.poll_interval)
 
@@ -560,7 +566,7 @@ class QiskitExecutor(QuantumExecutor):
                     return sampler_samples(result, CREG)
                 return estimator_values(result)
 
-            return await asyncio.to_thread(fetch)
+            return await in_daemon_thread(fetch)
         except (QFleetError, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -569,8 +575,8 @@ class QiskitExecutor(QuantumExecutor):
     async def cancel(self, job: _Submission) -> None:
         for sdk_job in job.jobs:
             try:
-                if not await asyncio.to_thread(sdk_job.in_final_state):
-                    await asyncio.to_thread(sdk_job.cancel)
+                if not await in_daemon_thread(sdk_job.in_final_state):
+                    await in_daemon_thread(sdk_job.cancel)
             except Exception:  # already final, or the server is gone: nothing to cancel
                 pass
 

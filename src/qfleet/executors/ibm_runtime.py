@@ -2,8 +2,8 @@
 
 Services, backends and sessions/batches (one per process, shared by executors with the same
 account), the primitive adapter, result extraction and error mapping. Everything here is
-blocking SDK code or plain qiskit/numpy: the executor calls it through ``asyncio.to_thread``,
-and nothing here creates PennyLane objects.
+blocking SDK code or plain qiskit/numpy: the executor calls it on daemon threads
+(``in_daemon_thread``), and nothing here creates PennyLane objects.
 
 Why an adapter: ``SamplerV2``/``EstimatorV2`` (server-side primitives, the REST wire format
 ``params{pubs, options, version}``) are deprecated since qiskit-ibm-runtime 0.50 in favour of
@@ -272,11 +272,23 @@ def close_sessions() -> int:
     return current.close_sessions()
 
 
+#: Seconds a finished script waits for its sessions to close.
+EXIT_CLOSE_S = 5.0
+
+
+def _close_sessions_at_exit() -> None:
+    # Bounded, on a daemon thread: closing is a courtesy (IBM closes an idle session after its
+    # interactive TTL), and an unreachable service must not keep a finished script alive.
+    closer = threading.Thread(target=close_sessions, name="qfleet-ibm-close", daemon=True)
+    closer.start()
+    closer.join(EXIT_CLOSE_S)
+
+
 def _register_exit_hook() -> None:
     global _exit_hook_registered
     if not _exit_hook_registered:
         _exit_hook_registered = True
-        atexit.register(close_sessions)
+        atexit.register(_close_sessions_at_exit)
 
 
 # -- the primitive adapter --------------------------------------------------------------------

@@ -675,8 +675,10 @@ class Executor2300(QuantumExecutor):
     def status(self) -> ExecutorStatus:
         """2300's ``get_dynamic``: its state (IDLE/EXECUTING run; CALIBRATING,
         BENCHMARKING, OFFLINE do not), its lock (another job processor's session ahead of
-        ours), and error rates where it publishes them (a ``calibration`` entry). A state
-        socket that delivers nothing, or stopped delivering, is reported too."""
+        ours), and error rates where it publishes them (a ``calibration`` entry); its other
+        figures (``uptime``, request counters, ...) go into ``metrics``. The state socket is
+        followed from the first call on: one that delivers nothing, or stopped delivering,
+        makes the 2300 unavailable, saying so."""
         client = _client_module()
         base = super().status()
         try:
@@ -687,6 +689,7 @@ class Executor2300(QuantumExecutor):
             return base.model_copy(update={"available": False, "reason": f"no reply: {exc}"})
         if self._cached_static() is None:
             self._refresh_in_background()  # a background thread already: the next batch has it
+        self._watch_heartbeat()
         dynamic = (reply.payload or {}) if reply.ok else {}
         state = str(dynamic.get("state", "unknown"))
         calibration = dynamic.get("calibration")
@@ -702,8 +705,33 @@ class Executor2300(QuantumExecutor):
                 "reason": heartbeat or reason,
                 "queue_length": int(bool(dynamic.get("locked"))),
                 "calibration": calibration,
+                "metrics": {
+                    k: v for k, v in dynamic.items()
+                    if v is None or isinstance(v, str | int | float | bool)
+                },
             }
         )
+
+    def _watch_heartbeat(self) -> None:
+        """Follow the state socket (on the dispatcher's loop) from the first status check on,
+        so a 2300 that never published, or stopped, is known before any batch is sent."""
+        from qfleet.runtime.dispatcher import get_dispatcher
+
+        if not self.subscribe_address:
+            return
+        with contextlib.suppress(RuntimeError):  # called from a coroutine: never block its loop
+            asyncio.get_running_loop()
+            return
+
+        async def start() -> None:
+            listener = self._connection().listener
+            if listener is not None:
+                listener.start()
+
+        try:
+            get_dispatcher().run(start(), timeout=self.timeout)
+        except Exception as exc:  # a busy loop: the next status check starts it
+            log.debug("%s: could not follow %s yet: %s", self.label, self.subscribe_address, exc)
 
     def _heartbeat_problem(self) -> str | None:
         """Why the state socket is not to be trusted (None: fine, or not listening)."""

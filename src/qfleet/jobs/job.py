@@ -389,6 +389,19 @@ def dumps(value: Any) -> str:
     return json.dumps(value, default=_json_default)
 
 
+def metadata_json(metadata: Any) -> dict[str, Any]:
+    """A batch's run metadata as JSON data for the job row. A cluster's routing decision is
+    an object (not JSON): its chosen member and ``explain()`` text are kept instead."""
+    routing = getattr(metadata, "routing", None)
+    # Python mode, then dumps(): a field JSON cannot hold becomes text (_json_default)
+    # instead of failing a job whose results are already in.
+    data: dict[str, Any] = metadata.model_dump(exclude={"routing"})
+    if routing is not None:
+        data["routing"] = {"chosen": getattr(routing, "chosen_label", None),
+                           "explanation": routing.explain()}
+    return data
+
+
 # -- the loop side ------------------------------------------------------------------------
 
 
@@ -467,7 +480,7 @@ async def _drive(store: JobStore, job_id: str, owner: Owner, prepared: Any, post
             raise
         raw = task.result()
         results = await asyncio.to_thread(_finish, prepared, raw, *post)
-        metadata = raw.metadata.model_dump(mode="json") if hasattr(raw, "metadata") else None
+        metadata = metadata_json(raw.metadata) if hasattr(raw, "metadata") else None
         await asyncio.to_thread(
             store.update,
             job_id,
@@ -683,6 +696,23 @@ class ExecutionJob:
     @property
     def attempts(self) -> int:
         return int(self._row.get("attempts") or 1)
+
+    @property
+    def tapes(self) -> tuple:
+        """The job's bound circuits (PennyLane tapes, one per parameter set), decoded from
+        the store's JSON data; :class:`JobError` when the store has none for it."""
+        return _stored_tapes(self._full())
+
+    @property
+    def run_metadata(self) -> dict[str, Any]:
+        """How the job's batch ran, as its executor reported it (JSON data; {} until it
+        finished): ``executor``, ``backend``, ``job_ids``, ``execution_time``, ``cost``
+        (the batch's price; for a cluster what its budget was charged), ``cache_hit``,
+        ``compile``, and for a cluster with a policy ``routing`` (``chosen``,
+        ``explanation``)."""
+        text = self._full().get("run_metadata")
+        data = json.loads(text) if text else None
+        return data if isinstance(data, dict) else {}
 
     def __repr__(self) -> str:
         name = f"name={self.name!r}, " if self.name else ""
@@ -977,6 +1007,20 @@ class ExecutionJob:
 
     async def get_minimization_result_async(self, timeout_sec: float | None = None) -> Any:
         return await _off_loop(self.get_minimization_result, timeout_sec)
+
+    def resume(self, *, cost_function: Any = None, program: Any = None) -> ExecutionJob:
+        """Go on with a minimization whose process died (or that failed for want of code),
+        supplying again the code the job store does not keep: its Python ``cost_function``
+        and/or its PennyLane ``program``. The code is checked against the stored run first
+        (the cost of the last finished evaluation, its circuit), then the checkpoint is
+        replayed (no job re-run) and the minimization goes on in this process; returns
+        this job (``.get_minimization_result()`` waits). Raises
+        :class:`qfleet.jobs.minimize.ResumeMismatchError` for code that does not match."""
+        from qfleet.jobs.minimize import resume_with_code
+
+        resume_with_code(self._store, self.id, cost_function, program)
+        self._refresh()
+        return self
 
 
 async def _off_loop(fn: Any, *args: Any, **kwargs: Any) -> Any:

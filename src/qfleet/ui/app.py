@@ -103,6 +103,8 @@ def create_app(clusters: list[Any] | None = None, *, token: str | None = None,
         except JobNotFoundError:
             return render(request, "missing.html", status_code=404,
                           job_id=request.path_params["job_id"])
+        with _import_lock:  # the circuit drawing imports PennyLane
+            _import_backends()
         detail = views.job_detail(job)
         message = request.query_params.get("message", "")[:300]
         return render(request, "job.html", job=detail, live=detail["active"], message=message)

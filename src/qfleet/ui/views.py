@@ -24,11 +24,13 @@ def seconds(value: float | None) -> str:
     """A duration for people.
 
     Example:
-        >>> seconds(0.0123), seconds(3.5), seconds(125), seconds(None)
-        ('12 ms', '3.50 s', '2 min 5 s', '-')
+        >>> seconds(0.0123), seconds(0.00042), seconds(3.5), seconds(125), seconds(None)
+        ('12 ms', '0.42 ms', '3.50 s', '2 min 5 s', '-')
     """
     if value is None:
         return "-"
+    if value < 0.01:  # local simulators: sub-millisecond batches
+        return f"{value * 1000:.2f} ms"
     if value < 1:
         return f"{value * 1000:.0f} ms"
     if value < 60:
@@ -147,6 +149,60 @@ def histogram(counts: dict[str, int], shots: int) -> dict[str, Any]:
     }
 
 
+#: Most characters of a circuit drawing shown (a deep circuit draws as pages of text).
+MAX_DRAWING = 20_000
+
+
+def run_details(metadata: dict[str, Any]) -> dict[str, Any]:
+    """What the detail page shows of a job's run metadata (``ExecutionJob.run_metadata``):
+    "-" or "" where the run did not report it.
+
+    Example:
+        >>> d = run_details({"executor": "cheap", "cost": 1.1, "cache_hit": False,
+        ...                  "execution_time": 0.25, "job_ids": ["j-1"],
+        ...                  "routing": {"chosen": "cheap", "explanation": "policy cost"}})
+        >>> d["route"], d["route_explanation"], d["charged"], d["cache_hit"], d["run_time"]
+        ('cheap', 'policy cost', '1.1', 'no', '250 ms')
+    """
+    routing = metadata.get("routing")
+    routing = routing if isinstance(routing, dict) else {}
+    cost = metadata.get("cost")
+    hit = metadata.get("cache_hit")
+    hedged = metadata.get("hedged") or []
+    compiled = metadata.get("compile")
+    run_time = metadata.get("execution_time")
+    return {
+        "route": str(routing.get("chosen") or metadata.get("executor") or "-"),
+        "route_explanation": str(routing.get("explanation") or ""),
+        "hedged": ", ".join(map(str, hedged)),
+        "cache_hit": "-" if hit is None else ("yes" if hit else "no"),
+        "charged": "-" if not isinstance(cost, int | float) else f"{cost:g}",
+        "run_time": seconds(run_time) if isinstance(run_time, int | float) else "-",
+        "compile": json.dumps(compiled, indent=1) if compiled else "",
+        "run_job_ids": ", ".join(map(str, metadata.get("job_ids") or [])),
+    }
+
+
+def drawing(job: Any) -> str:
+    """A text drawing of the job's first stored circuit (PennyLane's ``tape_text``)."""
+    import pennylane as qml
+
+    from qfleet.jobs import JobError
+
+    try:
+        tapes = job.tapes
+    except JobError as exc:  # e.g. a row whose circuits could not be stored
+        return f"(no drawing: {exc})"
+    if not tapes:
+        return ""
+    text = qml.drawer.tape_text(tapes[0], decimals=3, max_length=120)
+    if len(text) > MAX_DRAWING:
+        text = text[:MAX_DRAWING] + "\n... (cut: the circuit is too deep to draw here)"
+    if len(tapes) > 1:
+        text += f"\n\n(the first of {len(tapes)} circuits, one per parameter set)"
+    return text
+
+
 def job_detail(job: Any) -> dict[str, Any]:
     """Everything the detail page shows about ``job``."""
     from qfleet.jobs import JobError
@@ -164,7 +220,11 @@ def job_detail(job: Any) -> dict[str, Any]:
         result_error="",
         # the cluster member that ran it, where the job store records one
         provider=(job.provider if hasattr(type(job), "provider") else None) or "-",
+        drawing=drawing(job),
     )
+    row.update(run_details(job.run_metadata))
+    if row["backend_job_ids"] == "-" and row["run_job_ids"]:
+        row["backend_job_ids"] = row["run_job_ids"]
     if row["status"] == "COMPLETED":
         try:
             value = job.result(timeout_sec=0)[0].value
@@ -188,48 +248,45 @@ def job_detail(job: Any) -> dict[str, Any]:
     return row
 
 
-def fleet_cards(clusters: list[Any], status_timeout: float = 2.0) -> list[dict[str, Any]]:
-    """One card per executor of each cluster: breaker state, in flight, done, failures,
-    mean latency from ``health()``; availability, queue and price from ``status()`` where
-    the executor answers one (within ``status_timeout`` seconds)."""
-    import concurrent.futures
+def price_text(price: Any) -> str:
+    """A :class:`qfleet.Price` for people.
 
+    Example:
+        >>> from qfleet.executors.status import Price
+        >>> price_text(Price(per_task=0.3, per_shot=0.00035, currency="EUR"))
+        '0.3 EUR per circuit + 0.00035 EUR per shot'
+        >>> price_text(Price(per_task=1.0))
+        '1 USD per circuit'
+    """
+    parts = [f"{price.per_task:g} {price.currency} per circuit" if price.per_task else "",
+             f"{price.per_shot:g} {price.currency} per shot" if price.per_shot else ""]
+    return " + ".join(p for p in parts if p) or f"free ({price.currency})"
+
+
+def fleet_cards(clusters: list[Any]) -> list[dict[str, Any]]:
+    """One card per executor of each cluster, all from ``health()`` (no I/O: the cluster
+    refreshes its members' status in the background): breaker state, in flight, done,
+    failures, latency mean and percentiles, and from the last known status availability,
+    queue, wait and price (unknown until the first refresh answered)."""
     cards = []
-    # not a with-block: its exit would wait for a status() call that hangs
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
-    try:
-        pending = []
-        for c, cluster in enumerate(clusters):
-            health = cluster.health()
-            for (label, h), member in zip(health.items(), cluster.executors, strict=True):
-                card: dict[str, Any] = {
-                    "cluster": cluster.label, "cluster_index": c,
-                    "executor": label, "backend": member.backend_description,
-                    "state": h.state, "in_flight": h.in_flight, "done": h.done,
-                    "failed": h.failed, "latency": seconds(h.mean_latency),
-                    "available": None, "reason": "", "queue": "-", "wait": "-", "price": "",
-                }
-                cards.append(card)
-                if hasattr(member, "status"):
-                    pending.append((card, pool.submit(member.status)))
-        deadline = time.monotonic() + status_timeout
-        for card, future in pending:
-            try:
-                status = future.result(timeout=max(deadline - time.monotonic(), 0.01))
-            except TimeoutError:
-                card["available"], card["reason"] = False, f"no status within {status_timeout:g} s"
-                continue
-            except Exception as exc:  # an unreachable backend is what the card shows
-                card["available"], card["reason"] = False, f"{type(exc).__name__}: {exc}"
-                continue
-            card["available"] = bool(status.available)
-            card["reason"] = status.reason or ""
-            if status.queue_length is not None:
-                card["queue"] = str(status.queue_length)
-            if status.estimated_wait is not None:
-                card["wait"] = seconds(status.estimated_wait)
-            if status.price is not None:
-                card["price"] = str(status.price)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    for c, cluster in enumerate(clusters):
+        health = cluster.health()
+        for (label, h), member in zip(health.items(), cluster.executors, strict=True):
+            status = h.status
+            cards.append({
+                "cluster": cluster.label, "cluster_index": c,
+                "executor": label, "backend": member.backend_description,
+                "state": h.state, "in_flight": h.in_flight, "done": h.done,
+                "failed": h.failed, "latency": seconds(h.mean_latency),
+                "p50": seconds(h.p50_latency), "p90": seconds(h.p90_latency),
+                "p99": seconds(h.p99_latency),
+                "available": h.available,
+                "reason": h.reason or ("" if status else "status not known yet"),
+                "queue": "-" if status is None or status.queue_length is None
+                else str(status.queue_length),
+                "wait": "-" if status is None or status.estimated_wait is None
+                else seconds(status.estimated_wait),
+                "price": "" if status is None or status.price is None
+                else price_text(status.price),
+            })
     return cards
