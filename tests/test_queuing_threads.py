@@ -124,9 +124,9 @@ def test_failover_reprepares_on_the_callers_thread_without_patching_pennylane():
         prepared_on = []
 
         class Flaky(LocalExecutor):
-            def prepare(self, tapes, checked=False):
+            def prepare(self, tapes, checked=False, derivatives=None):
                 prepared_on.append((self.label, threading.get_ident()))
-                return super().prepare(tapes, checked)
+                return super().prepare(tapes, checked, derivatives)
 
             async def submit(self, payload):
                 if self.label == "flaky":

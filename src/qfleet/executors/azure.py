@@ -57,7 +57,7 @@ from qfleet.executors.base import (
     QuantumExecutor,
 )
 from qfleet.executors.faults import rejected_status, unreachable
-from qfleet.executors.idempotency import backend_job_id, submission_key
+from qfleet.executors.idempotency import backend_job_id, gather_or_cancel, keeps_jobs_on
 from qfleet.executors.status import ExecutorStatus
 from qfleet.runtime.daemon import in_daemon_thread
 from qfleet.sampling import Counts, RawOutput, Samples
@@ -712,8 +712,7 @@ class AzureExecutor(QuantumExecutor):
             # idempotency key a transient failure keeps them: the retry takes them over.
             maybe = tuple(job_id for job_id, result in zip(job.ids, results, strict=True)
                           if not isinstance(result, AzureAuthenticationError))
-            keep = submission_key() is not None and all(
-                isinstance(f, ExecutorError) and f.transient for f in failures)
+            keep = all(keeps_jobs_on(f) for f in failures)
             if maybe and not keep:
                 await asyncio.shield(self.cancel(dataclasses.replace(job, ids=maybe)))
             raise failures[0]
@@ -798,23 +797,8 @@ class AzureExecutor(QuantumExecutor):
 
     async def collect(self, job: _Job) -> list[Any]:
         """One raw output per circuit: Quantinuum's shot strings or IonQ's histogram."""
-        waits = [asyncio.ensure_future(self._wait_one(job, i)) for i in range(len(job.ids))]
-        try:
-            outputs = await asyncio.gather(*waits)
-        except asyncio.CancelledError:
-            for wait in waits:
-                wait.cancel()
-            raise  # the base class cancels the jobs
-        except BaseException as exc:
-            for wait in waits:
-                wait.cancel()
-            # One job failed: stop the others; but a transient failure under an idempotency
-            # key leaves them to the retry, which re-attaches to them.
-            if not (submission_key() is not None and isinstance(exc, ExecutorError)
-                    and exc.transient):
-                await asyncio.shield(self.cancel(job))
-            raise
-        return list(outputs)
+        return await gather_or_cancel(
+            [self._wait_one(job, i) for i in range(len(job.ids))], lambda: self.cancel(job))
 
     def _cancel_one(self, job: _Job, job_id: str) -> None:
         try:

@@ -50,7 +50,7 @@ from qfleet.executors.base import (
     QuantumExecutor,
 )
 from qfleet.executors.braket import BraketProgram, braket_program, raw_output
-from qfleet.executors.idempotency import backend_job_id, submission_key
+from qfleet.executors.idempotency import backend_job_id, gather_or_cancel, keeps_jobs_on
 from qfleet.executors.status import ExecutorStatus
 
 __all__ = [
@@ -559,8 +559,7 @@ class BraketExecutor(QuantumExecutor):
             # All or nothing: cancel the tasks that were created. Under an idempotency key a
             # transient failure keeps them: the retry (the same tokens) takes them over.
             created = tuple(a for a in arns if a)
-            keep = submission_key() is not None and all(
-                isinstance(f, ExecutorError) and f.transient for f in failures)
+            keep = all(keeps_jobs_on(f) for f in failures)
             if created and not keep:
                 await asyncio.shield(self.cancel(_Job(payload, created, conn)))
             raise failures[0]
@@ -624,23 +623,8 @@ class BraketExecutor(QuantumExecutor):
 
     async def collect(self, job: _Job) -> list[Any]:
         """One Samples or State per circuit."""
-        waits = [asyncio.ensure_future(self._wait_one(job, i)) for i in range(len(job.arns))]
-        try:
-            outputs = await asyncio.gather(*waits)
-        except asyncio.CancelledError:
-            for wait in waits:
-                wait.cancel()
-            raise  # the base class cancels the tasks
-        except BaseException as exc:
-            for wait in waits:
-                wait.cancel()
-            # One task failed: stop the others; but a transient failure under an idempotency
-            # key leaves them to the retry, which re-attaches to them.
-            if not (submission_key() is not None and isinstance(exc, ExecutorError)
-                    and exc.transient):
-                await asyncio.shield(self.cancel(job))
-            raise
-        return list(outputs)
+        return await gather_or_cancel(
+            [self._wait_one(job, i) for i in range(len(job.arns))], lambda: self.cancel(job))
 
     def _cancel_one(self, conn: _Connection, arn: str) -> None:
         try:

@@ -25,18 +25,22 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
-from qfleet.errors import QFleetError
+from qfleet.errors import ExecutorError, QFleetError
 
 __all__ = [
     "IdempotencyKeyError",
     "backend_job_id",
     "caller_key",
+    "gather_or_cancel",
     "idempotent",
+    "keeps_jobs_on",
     "submission_key",
     "submitting",
 ]
@@ -97,3 +101,25 @@ def backend_job_id(index: int) -> str | None:
     outside :func:`submitting` (then the backend's own scheme applies)."""
     key = _SUBMITTING.get()
     return None if key is None else str(uuid.uuid5(_NAMESPACE, f"{key}/{index}"))
+
+
+def keeps_jobs_on(exc: BaseException) -> bool:
+    """Whether jobs a batch created outlive ``exc``: a transient failure under a submission
+    key leaves them to the retry, which re-attaches to them instead of submitting again."""
+    return submission_key() is not None and isinstance(exc, ExecutorError) and exc.transient
+
+
+async def gather_or_cancel(waits: Sequence[Awaitable[Any]],
+                           cancel: Callable[[], Awaitable[None]]) -> list[Any]:
+    """Wait for one backend job per circuit; when one fails, stop waiting for the others and
+    cancel the batch's jobs -- unless :func:`keeps_jobs_on` the failure. Cancellation of the
+    caller passes through (the base class cancels the jobs then)."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException as exc:
+        for task in tasks:
+            task.cancel()
+        if not isinstance(exc, asyncio.CancelledError) and not keeps_jobs_on(exc):
+            await asyncio.shield(cancel())
+        raise

@@ -662,7 +662,6 @@ class ExecutionJob:
     def backend(self) -> str | None:
         return self._row.get("backend")
 
-
     @property
     def num_shots(self) -> int | None:
         return self._row.get("num_shots")
