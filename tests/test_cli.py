@@ -67,6 +67,12 @@ def test_demo_runs_and_prints_its_table():
     reference = np.array(match.group(4).split(), dtype=float)
     np.testing.assert_allclose(grad, reference, atol=1e-6)
     assert abs(reference[1]) > 0.1  # a real gradient, not zeros
+    # one lightning executor: its own adjoint derivative, one tape, the same gradient
+    match = re.search(r"gradient \(diff_method 'best' is 'adjoint', 1 tape in one batch on "
+                      r"lightning\): \[([^\]]*)\]", out, re.S)
+    assert match, out
+    np.testing.assert_allclose(np.array(match.group(1).split(), dtype=float), reference,
+                               atol=1e-12)
 
 
 def test_config_path_honours_qfleet_config(tmp_path, monkeypatch, capsys):

@@ -83,6 +83,20 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
         f"\ngradient (parameter-shift, {metadata.num_circuits} tapes in one batch "
         f"on {metadata.executor}): {grad}  default.qubit backprop: {reference}"
     )
+
+    # One lightning executor computes the derivative itself: adjoint, as the plain QNode does.
+    lightning = qf.executor.LocalExecutor(name="lightning", device="lightning.qubit")
+    native = qf.qelectron(
+        qml.QNode(energy.func, qml.device("lightning.qubit", wires=2)), executors=lightning
+    )
+    grad = qml.grad(native)(params)
+    metadata = native.last_metadata
+    assert metadata is not None
+    method = qml.workflow.get_best_diff_method(native)(params)
+    console.print(
+        f"gradient (diff_method 'best' is {method!r}, {metadata.num_circuits} tape in one batch "
+        f"on {metadata.executor}): {grad}"
+    )
     return 0
 
 
