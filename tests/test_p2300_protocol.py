@@ -268,19 +268,33 @@ def test_waits_while_calibrating(emulators):
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(emu.pub)
-    try:
+
+    def wait_for(wanted: str) -> None:
         deadline = time.monotonic() + 10
         state = None
-        while state != "CALIBRATING" and time.monotonic() < deadline:
+        while state != wanted and time.monotonic() < deadline:
             if sub.poll(200):
                 state = m.decode_publish(sub.recv()).payload.state.value
-        assert state == "CALIBRATING"
+        assert state == wanted
+
+    impatient = emu.executor(timeout=0.3, shots=100)
+    outcomes = []
+    try:
+        # A loaded machine can start the batch after the 1.5 s window closed (then it simply
+        # runs): try up to three calibration windows, from the moment one opens.
+        for _ in range(3):
+            wait_for("IDLE")
+            wait_for("CALIBRATING")
+            try:
+                check_rx(impatient.execute(rx_tapes(1, shots=100)))
+                outcomes.append("ran after the window")
+            except ExecutorTimeoutError as exc:
+                assert "CALIBRATING" in str(exc) and exc.transient, exc
+                outcomes.append("timed out while calibrating")
+                break
     finally:
         sub.close(linger=0)
-    impatient = emu.executor(timeout=0.3, shots=100)
-    with pytest.raises(ExecutorTimeoutError, match="CALIBRATING") as info:
-        impatient.execute(rx_tapes(1, shots=100))
-    assert info.value.transient
+    assert outcomes[-1] == "timed out while calibrating", outcomes
     patient = emu.executor(timeout=5, shots=100)
     check_rx(patient.execute(rx_tapes(2, shots=100)))
 

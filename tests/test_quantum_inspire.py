@@ -285,8 +285,13 @@ def test_a_wrong_token_is_a_clear_authentication_error(server, caplog):
     assert server.stats()["projects"] == []  # refused before anything was created
     shown = [message, repr(ex), str(ex), caplog.text, repr(info.value.__cause__ or "")]
     assert not any(secret in text for text in shown)
-    assert secret.encode() not in pickle.dumps(ex) and secret.encode() not in pickle.dumps(
-        info.value)
+    assert secret.encode() not in pickle.dumps(ex)
+    # What pickling the error carries is its __reduce__ (class, message, executor, transient).
+    # Pickled whole, it failed only after the full suite had run ("can't pickle
+    # CIMultiDictProxy"): a library imported by an earlier test changes how pickle treats
+    # exceptions; its reduction is what qfleet controls, and it holds no secret.
+    rebuild, args = info.value.__reduce__()
+    assert secret not in repr(args) and rebuild(*args).transient is False
 
 
 def test_no_login_names_the_config_file_and_how_to_sign_in(server, tmp_path):
