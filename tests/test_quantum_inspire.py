@@ -288,8 +288,8 @@ def test_a_wrong_token_is_a_clear_authentication_error(server, caplog):
     assert secret.encode() not in pickle.dumps(ex)
     # What pickling the error carries is its __reduce__ (class, message, executor, transient).
     # Pickled whole, it failed only after the full suite had run ("can't pickle
-    # CIMultiDictProxy"): a library imported by an earlier test changes how pickle treats
-    # exceptions; its reduction is what qfleet controls, and it holds no secret.
+    # CIMultiDictProxy", though its reduction holds only strings; cause not found yet, see the
+    # closing note); its reduction is what qfleet controls, and it holds no secret.
     rebuild, args = info.value.__reduce__()
     assert secret not in repr(args) and rebuild(*args).transient is False
 
