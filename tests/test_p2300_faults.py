@@ -118,7 +118,9 @@ def test_1000_tapes_through_a_faulty_cluster_each_get_their_own_result(fleet):
     # (dropped replies are not counted by the emulator; the retries absorbed them too)
     counters = [dynamic_through_drops(e) for e in faulty]
     executes = sum(c["execute"] for c in counters)
-    assert executes >= 500, counters  # the 2300s ran most of the tapes ...
+    # the 2300s ran a large share of the tapes (about half since each reports its capacity,
+    # max_concurrent=1, to least_busy; 498 of 1000 in one CI run) ...
+    assert executes >= 300, counters
     assert sum(c["failures"] for c in counters) >= 5, counters  # ... and ~5% failed
 
 
