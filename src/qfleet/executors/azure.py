@@ -59,6 +59,7 @@ from qfleet.executors.base import (
 from qfleet.executors.faults import rejected_status, unreachable
 from qfleet.executors.idempotency import backend_job_id, gather_or_cancel, keeps_jobs_on
 from qfleet.executors.status import ExecutorStatus
+from qfleet.runtime.background import keep
 from qfleet.runtime.daemon import in_daemon_thread
 from qfleet.sampling import Counts, RawOutput, Samples
 
@@ -369,8 +370,6 @@ class _Job:
     sdk_jobs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-#: Fire-and-forget cleanup tasks (kept referenced until done).
-_background: set[asyncio.Future] = set()
 
 
 class AzureExecutor(QuantumExecutor):
@@ -718,9 +717,7 @@ class AzureExecutor(QuantumExecutor):
             raise failures[0]
 
     def _cancel_later(self, job: _Job) -> None:
-        cleanup = asyncio.ensure_future(self.cancel(job))
-        _background.add(cleanup)
-        cleanup.add_done_callback(_background.discard)
+        keep(self.cancel(job))
 
     @property
     def reattachable(self) -> bool:

@@ -52,6 +52,7 @@ from qfleet.executors.base import (
 from qfleet.executors.braket import BraketProgram, braket_program, raw_output
 from qfleet.executors.idempotency import backend_job_id, gather_or_cancel, keeps_jobs_on
 from qfleet.executors.status import ExecutorStatus
+from qfleet.runtime.background import keep
 
 __all__ = [
     "DEVICES",
@@ -284,8 +285,6 @@ class _Job:
     conn: _Connection
 
 
-#: Fire-and-forget cleanup tasks (kept referenced until done).
-_background: set[asyncio.Future] = set()
 
 
 class _ClientToken:
@@ -567,9 +566,7 @@ class BraketExecutor(QuantumExecutor):
         return _Job(payload, done, conn), done
 
     def _cancel_later(self, job: _Job) -> None:
-        cleanup = asyncio.ensure_future(self.cancel(job))
-        _background.add(cleanup)
-        cleanup.add_done_callback(_background.discard)
+        keep(self.cancel(job))
 
     @property
     def reattachable(self) -> bool:

@@ -44,6 +44,7 @@ from qfleet.executors.ibm_runtime import (
     to_executor_error,
 )
 from qfleet.executors.status import Calibration, ExecutorStatus
+from qfleet.runtime.background import keep
 from qfleet.runtime.daemon import in_daemon_thread
 
 __all__ = ["IBMAuthenticationError", "IBMJobError", "QiskitExecutor", "close_sessions"]
@@ -67,8 +68,6 @@ _LEGACY_FIELDS = {
 _MAX_TIME = re.compile(r"^\s*(\d+h)?\s*(\d+m)?\s*(\d+s)?\s*$")
 
 
-#: Fire-and-forget cleanup tasks (kept referenced until done).
-_background: set[asyncio.Future] = set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -440,9 +439,7 @@ class QiskitExecutor(QuantumExecutor):
     def _cancel_when_submitted(self, submitting: asyncio.Future) -> None:
         if submitting.cancelled() or submitting.exception() is not None:
             return
-        cleanup = asyncio.ensure_future(self.cancel(submitting.result()))
-        _background.add(cleanup)
-        cleanup.add_done_callback(_background.discard)
+        keep(self.cancel(submitting.result()))
 
     def _submit(self, work: _Work) -> _Submission:
         """Transpile and submit (worker thread); returns once every job exists."""

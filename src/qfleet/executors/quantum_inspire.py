@@ -47,6 +47,7 @@ from qfleet.executors.base import (
 )
 from qfleet.executors.faults import unreachable
 from qfleet.executors.status import ExecutorStatus
+from qfleet.runtime.background import keep
 from qfleet.sampling import BatchShape, Counts, RawOutput, Samples, SamplingPlan
 
 log = logging.getLogger("qfleet.executor.quantum_inspire")
@@ -262,13 +263,6 @@ class _Job:
     batch_id: int | None = None
 
 
-# Strong references to clean-up tasks nobody awaits (the loop keeps only weak ones).
-_background: set[asyncio.Task] = set()
-
-
-def _keep(task: asyncio.Task) -> None:
-    _background.add(task)
-    task.add_done_callback(_background.discard)
 
 
 class QuantumInspireExecutor(QuantumExecutor):
@@ -613,7 +607,7 @@ class QuantumInspireExecutor(QuantumExecutor):
             # once the requests in flight are done; the batch job was never enqueued.
             def clean_up(_: Any) -> None:
                 if created:
-                    _keep(asyncio.ensure_future(self.cancel(_Job(None, tuple(created)))))
+                    keep(self.cancel(_Job(None, tuple(created))))
 
             submitting.add_done_callback(clean_up)
             raise

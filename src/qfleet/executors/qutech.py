@@ -47,6 +47,7 @@ from qfleet.circuits.cqasm import CqasmTarget, native_gates
 from qfleet.errors import ConfigError, ExecutorError, ExecutorTimeoutError
 from qfleet.executors.base import SAMPLING_MEASUREMENTS, BatchResult, Capabilities, QuantumExecutor
 from qfleet.executors.status import Calibration, ExecutorStatus
+from qfleet.runtime.background import keep
 from qfleet.sampling import Counts, RawOutput, Samples
 
 #: Seconds within which a 2300 publishes its state again (it does at least once a second).
@@ -185,15 +186,6 @@ def _batch_lock(address: str) -> asyncio.Lock:
     return locks.setdefault(address, asyncio.Lock())
 
 
-# Strong references to tasks nobody awaits (a batch submitted and never collected, a
-# terminate after a cancel): the event loop itself only keeps weak ones.
-_background: set[asyncio.Task] = set()
-
-
-def _keep(task: asyncio.Task) -> asyncio.Task:
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    return task
 
 
 class Executor2300(QuantumExecutor):
@@ -521,7 +513,7 @@ class Executor2300(QuantumExecutor):
         except asyncio.CancelledError:
             # initialize may have reached 2300: unlock it before giving up.
             terminate = self._terminate(conn, session_id, lock, running, retries=0)
-            _keep(asyncio.ensure_future(terminate))
+            keep(terminate)
             raise
         except BaseException:
             lock.release()
@@ -529,7 +521,7 @@ class Executor2300(QuantumExecutor):
             raise
         job_ids = tuple(range(1, len(payload.circuits) + 1))
         batch = self._run_batch(conn, session_id, payload, job_ids, lock, running)
-        running.task = _keep(asyncio.ensure_future(batch))
+        running.task = keep(batch)
         return running, tuple(f"{session_id}/{j}" for j in job_ids)
 
     def _executing(self, conn: _Connection) -> bool:
