@@ -92,6 +92,24 @@ def test_env_beats_file_and_argument_beats_env(isolated_config, monkeypatch):
     assert (explicit.device, explicit.latency) == ("default.qubit", 0.0)  # argument beats env
 
 
+def test_defaults_apply_at_the_front_door_not_in_the_model(isolated_config, monkeypatch):
+    write(isolated_config, '[executors.LocalExecutor]\nseed = 7\n')
+    monkeypatch.setenv("QFLEET_LOCALEXECUTOR_DEVICE", "lightning.qubit")
+    called = LocalExecutor(shots=100)  # the class call: the front door
+    assert (called.device, called.seed, called.shots) == ("lightning.qubit", 7, 100)
+    # The model takes only what it is given: validating, copying and unpickling read nothing.
+    validated = LocalExecutor.model_validate({"shots": 100})
+    assert (validated.device, validated.seed) == ("default.qubit", None)
+    assert validated.model_copy(update={"shots": 5}).device == "default.qubit"
+    import pickle
+
+    assert pickle.loads(pickle.dumps(validated)).device == "default.qubit"
+    monkeypatch.setenv("QFLEET_LOCALEXECUTOR_SHOTS", "0")
+    with pytest.raises(ConfigError, match="QFLEET_LOCALEXECUTOR_SHOTS"):
+        LocalExecutor()
+    assert LocalExecutor(shots=3).shots == 3  # an explicit argument replaces the bad value
+
+
 def test_explicit_path_argument(tmp_path):
     other = write(tmp_path / "elsewhere.toml", '[executors.LocalExecutor]\nseed = 42\n')
     assert load_config(other).executors == {"LocalExecutor": {"seed": 42}}

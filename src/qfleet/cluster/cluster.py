@@ -45,7 +45,6 @@ from qfleet.cluster.selectors import SELECTORS, SelectorFn, guarded
 from qfleet.cluster.status import StatusBoard
 from qfleet.errors import ExecutorError, QFleetError, UnsupportedCircuitError
 from qfleet.executors.base import (
-    BatchHandle,
     BatchResult,
     Capabilities,
     Prepared,
@@ -861,13 +860,9 @@ class QuantumCluster(QuantumExecutor):
 
     # -- phase 2: event loop -------------------------------------------------------------
 
-    async def submit_prepared(self, prepared: Prepared) -> BatchHandle:
-        handle = await super().submit_prepared(prepared)
-        # Name the member(s) the batch was routed to (failover may move it later).
-        handle.executor = "+".join(
-            dict.fromkeys(c.prepared.executor.label for c in prepared.payload)
-        )
-        return handle
+    def routed_label(self, prepared: Prepared) -> str:
+        # The member(s) the batch was routed to (failover may move it later).
+        return "+".join(dict.fromkeys(c.prepared.executor.label for c in prepared.payload))
 
     async def submit(self, payload: list[_Chunk]) -> tuple[Any, tuple[str, ...]]:
         return asyncio.ensure_future(self._run_chunks(payload)), ()
@@ -1035,7 +1030,7 @@ class QuantumCluster(QuantumExecutor):
                         self._ledger(), record if record and record.member == label else None,
                     )  # fmt: skip
                 else:
-                    raw = await member.run_raw(chunk.prepared)
+                    raw = await member.runner.run(chunk.prepared)
             except asyncio.CancelledError:
                 self._cancelled(i, size)
                 await self._slot_freed()

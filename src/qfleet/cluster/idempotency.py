@@ -116,10 +116,10 @@ async def _run_once(
     record: Submission | None,
 ) -> BatchResult:
     if record is not None and record.job_ids:
-        handle = member.attach_prepared(prepared, record.job_ids, record.accepted)
+        handle = member.runner.attach(prepared, record.job_ids, record.accepted)
     else:
         try:
-            handle = await member.submit_prepared(prepared)
+            handle = await member.runner.submit(prepared)
         except Exception as exc:
             if member.resubmits_idempotently and _maybe_delivered(exc):
                 # The backend may hold the jobs (a lost reply): pending, so the retry comes
@@ -139,9 +139,9 @@ async def _run_once(
                     ours = asyncio.ensure_future(_discard(member, handle))
                     _background.add(ours)
                     ours.add_done_callback(_background.discard)
-                    handle = member.attach_prepared(prepared, record.job_ids, record.accepted)
+                    handle = member.runner.attach(prepared, record.job_ids, record.accepted)
     try:
-        return await member.collect_raw(handle)
+        return await member.runner.collect(handle)
     except (asyncio.CancelledError, ExecutorTimeoutError):
         # The jobs were cancelled (a timeout cancels them too): a later call under this key
         # must submit again.
@@ -163,4 +163,4 @@ _background: set[asyncio.Future] = set()
 async def _discard(member: QuantumExecutor, handle) -> None:
     await member.cancel(handle.job)
     with contextlib.suppress(Exception):  # cancelled: its error is expected
-        await member.collect_raw(handle)  # releases the member's concurrency slot
+        await member.runner.collect(handle)  # releases the member's concurrency slot

@@ -12,27 +12,32 @@ An executor runs a batch of PennyLane tapes in three phases:
 3. on the caller's thread again: ``decode`` the raw output (Samples, Counts, State,
    Values) and let the plan turn it into PennyLane results.
 
-The public async API (``run_circuit``, ``batch_submit``, ``batch_get_results``,
-``run_all_circuits``) and the sync wrappers are built on those two phases.
+A backend implements only these hooks; the executor's :class:`~qfleet.executors.runner.Runner`
+does everything around them (limits, rate, timeouts, error mapping, metadata, the sync bridge,
+``run_later``). The public API is one way to run a batch, ``run_all_circuits`` (async), with
+its sync twin ``execute`` and ``run_later``; Covalent's names are kept as shorthands.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from asyncio_throttle import Throttler
-from pennylane.exceptions import DeviceError, QuantumFunctionError
 from pennylane.measurements import Shots
 from pennylane.tape import QuantumScript
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
+# BaseModel's metaclass, which pydantic exports only from here (SQLModel subclasses it too):
+# the executor classes' front door extends it.
+from pydantic._internal._model_construction import ModelMetaclass
+
 import qfleet.telemetry as telemetry
+from qfleet.config import executor_defaults
+from qfleet.config.loader import configured_value_error
 from qfleet.config.logs import remember, remember_in
-from qfleet.errors import ExecutorError, ExecutorTimeoutError, QFleetError, UnsupportedCircuitError
+from qfleet.errors import UnsupportedCircuitError
+from qfleet.executors.batch import BatchHandle, BatchResult, Prepared, RunMetadata
+from qfleet.executors.runner import Runner
 from qfleet.executors.status import PERFECT, ExecutorStatus, Price
 from qfleet.runtime import get_dispatcher
 from qfleet.runtime.futures import LazyFuture
@@ -61,93 +66,6 @@ __all__ = [
 ]
 
 
-class RunMetadata(BaseModel):
-    """Where and how a batch ran."""
-
-    executor: str
-    backend: str
-    num_circuits: int
-    execution_time: float
-    """Seconds from submission to results."""
-    submitted_at: float
-    """Unix time of submission."""
-    job_ids: tuple[str, ...] = ()
-    shots: tuple[int | None, ...] = ()
-    """Per tape: the shots its circuits ran on the backend (None: exact)."""
-    cost: float | None = None
-    """Estimated price of the batch (the executor's ``price``; None: unknown)."""
-    compile: dict[str, Any] | None = None
-    """What compiling for the backend's chip did (2300, Quantum Inspire): ``seconds``,
-    ``cached`` circuits, ``swaps`` and ``added_two_qubit_gates``; None: not compiled."""
-
-
-class BatchResult(tuple):
-    """The results of a batch, in PennyLane's structure, with ``metadata`` attached.
-
-    It is a tuple (one entry per tape), so it can be handed to PennyLane as is.
-    """
-
-    metadata: RunMetadata
-
-    def __new__(cls, results: Sequence[Any], metadata: RunMetadata) -> BatchResult:
-        obj = super().__new__(cls, results)
-        obj.metadata = metadata
-        return obj
-
-    def __reduce__(self):
-        return (BatchResult, (tuple(self), self.metadata))
-
-
-@dataclasses.dataclass(frozen=True)
-class Prepared:
-    """A batch translated for one executor, ready to run on an event loop."""
-
-    executor: QuantumExecutor
-    payload: Any
-    tapes: tuple[QuantumScript, ...]
-    plan: SamplingPlan | None = None
-    """How the tapes became the backend's circuits (None: a delegating executor)."""
-    derivatives: Derivatives | None = None
-    """The simulator derivatives the batch asks for (None: results only)."""
-
-    @property
-    def num_circuits(self) -> int:
-        return len(self.tapes)
-
-    @property
-    def num_outputs(self) -> int:
-        """Raw outputs the backend returns: one per planned circuit."""
-        return len(self.plan.circuits) if self.plan is not None else len(self.tapes)
-
-    def complete(self, raw: BatchResult) -> BatchResult:
-        """Raw backend output -> PennyLane results (call on the caller's thread)."""
-        with telemetry.finishing(self, raw):
-            if self.plan is None:
-                return BatchResult(self.executor.finish(self.tapes, raw), raw.metadata)
-            if self.plan.is_passthrough:
-                return raw
-            outputs = self.executor.decode(self.plan.circuits, raw)
-            metadata = raw.metadata.model_copy(update={"shots": self.plan.shots_used})
-            return BatchResult(self.plan.results(outputs), metadata)
-
-
-class BatchHandle(BaseModel):
-    """Returned by ``batch_submit`` once the backend has accepted the work."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    executor: str
-    num_circuits: int
-    submitted_at: float
-    job_ids: tuple[str, ...] = ()
-    job: Any = Field(default=None, repr=False, exclude=True)
-    prepared: Any = Field(default=None, repr=False, exclude=True)
-    owner: Any = Field(default=None, repr=False, exclude=True)
-    """The executor that accepted the batch (a cluster member for cluster batches)."""
-    started: float = Field(default=0.0, repr=False)
-    limits_held: bool = Field(default=False, repr=False)
-
-
 def _validate_shots(value: Any) -> Any:
     if value is None:
         return None
@@ -168,7 +86,30 @@ def _validate_shots(value: Any) -> Any:
     return value
 
 
-class QuantumExecutor(BaseModel):
+class ConfiguredFrontDoor(ModelMetaclass):
+    """Calling an executor class is its front door: the config file's and the environment's
+    values for the class fill in the arguments not given (argument > environment > file >
+    field default), and the executor's secrets are masked in qfleet's logs from then on.
+
+    The model itself takes only what it is given (``model_validate``, ``model_copy`` and
+    unpickling read no config). Not a validator: pydantic turns a ValueError raised inside
+    validation (ConfigError is one) into a ValidationError, and callers catch ConfigError.
+    """
+
+    def __call__(cls, /, **data: Any) -> Any:
+        defaults = executor_defaults(cls)
+        try:
+            executor = super().__call__(**({**defaults, **data} if defaults else data))
+        except ValueError as exc:  # a bad value from the environment or file: name its source
+            error = configured_value_error(cls, exc, data) if defaults else None
+            if error is None:
+                raise
+            raise error from exc
+        remember_in(executor)
+        return executor
+
+
+class QuantumExecutor(BaseModel, metaclass=ConfiguredFrontDoor):
     """Base class of every qfleet executor.
 
     Holds only picklable configuration; sockets, pools and sessions live in a per-process
@@ -216,24 +157,6 @@ class QuantumExecutor(BaseModel):
 
     # -- configuration -------------------------------------------------------------------
 
-    def __init__(self, /, **data: Any) -> None:
-        # Config-file and environment defaults are merged here, not in a validator: pydantic
-        # turns a ValueError raised inside validation (ConfigError is one) into a
-        # ValidationError, and callers could no longer catch ConfigError.
-        from qfleet.config import executor_defaults  # config imports executors' field lists
-
-        defaults = executor_defaults(type(self))
-        try:
-            super().__init__(**({**defaults, **data} if defaults else data))
-        except ValueError as exc:  # a bad value from the environment or file: name its source
-            from qfleet.config.loader import configured_value_error
-
-            error = configured_value_error(type(self), exc, data) if defaults else None
-            if error is None:
-                raise
-            raise error from exc
-        remember_in(self)  # its secrets are masked in qfleet's logs from now on
-
     @field_validator("shots", mode="before")
     @classmethod
     def _check_shots(cls, value: Any) -> Any:
@@ -265,8 +188,6 @@ class QuantumExecutor(BaseModel):
 
         value = lookup(self)
         if value is None:
-            from qfleet.config import executor_defaults
-
             value = lookup(executor_defaults(type(self)))
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
@@ -421,10 +342,24 @@ class QuantumExecutor(BaseModel):
         Samples/Counts/State/Values; runs on the caller's thread. Default: as it is."""
         return raw
 
+    def run_metadata(self, payload: Any) -> dict[str, Any]:
+        """Extra :class:`RunMetadata` fields for a batch with this ``payload`` (e.g. its
+        ``cost`` or ``compile`` report); the runner adds them. Default: none."""
+        return {}
+
+    def routed_label(self, prepared: Prepared) -> str:
+        """The name a batch's handle shows (a cluster names the members it routed to)."""
+        return self.label
+
+    def completed_inline(self, prepared: Prepared) -> BatchResult | None:
+        """The results, if ``prepare`` already computed them (a simulator that runs small
+        batches on the caller's thread: nothing left to wait for). Default: None."""
+        return None
+
     # -- phase 2: event loop -------------------------------------------------------------
 
-    # The backend contract: submit, collect, cancel, attach. The runner methods below
-    # (limits, timeouts, metadata, the sync bridge) call them; nothing else does.
+    # The backend contract: submit, collect, cancel, attach. The runner (``self.runner``:
+    # limits, rate, timeouts, errors, metadata, the sync bridge) calls them; nothing else does.
 
     async def submit(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
         """Submit ``payload``; return (job, job ids) once the backend has accepted it."""
@@ -455,6 +390,62 @@ class QuantumExecutor(BaseModel):
         runs the batch again (the 2300 keeps nothing after its session)."""
         return False
 
+    @property
+    def runner(self) -> Runner:
+        """This executor's :class:`~qfleet.executors.runner.Runner` in this process."""
+        runner = self._runtime.get("runner")
+        if runner is None:  # setdefault: two threads asking at once share one runner
+            runner = self._runtime.setdefault("runner", Runner(self))
+        return runner
+
+    # -- public API ----------------------------------------------------------------------
+
+    # One way to run a batch: ``run_all_circuits`` (async), its sync twin ``execute`` and
+    # ``run_later`` (a future). Covalent's QElectron names below are the same runner's
+    # two halves (``batch_submit``/``batch_get_results``) and one-tape shorthands.
+
+    async def run_all_circuits(self, tapes: Sequence[QuantumScript]) -> BatchResult:
+        """Run ``tapes`` and return one result per tape, with ``metadata``."""
+        prepared = self.prepare(tapes)
+        return prepared.complete(await prepared.executor.runner.run(prepared))
+
+    def execute(
+        self, tapes: Sequence[QuantumScript], derivatives: Derivatives | None = None
+    ) -> BatchResult:
+        """:meth:`run_all_circuits` from synchronous code (the device's path); ``derivatives``:
+        also (or instead) compute the simulator's derivatives."""
+        prepared = self.prepare(tapes, derivatives=derivatives)
+        return prepared.executor.runner.run_sync(prepared)
+
+    def run_later(self, tapes: Sequence[QuantumScript]) -> LazyFuture:
+        """Prepare ``tapes`` here and run them on the background loop; returns a future at
+        once (``result()``, ``await``, ``cancel()`` cancels the backend work)."""
+        prepared = self.prepare(tapes)
+        return prepared.executor.runner.run_later(prepared)
+
+    async def batch_submit(self, tapes: Sequence[QuantumScript]) -> BatchHandle:
+        """Submit ``tapes``; returns a handle as soon as the backend accepted the work."""
+        prepared = self.prepare(tapes)
+        return await prepared.executor.runner.submit(prepared)
+
+    async def batch_get_results(self, handle: BatchHandle) -> BatchResult:
+        """Wait for a submitted batch (``batch_submit``, ``reattach``); its results."""
+        return handle.prepared.complete(await handle.owner.runner.collect(handle))
+
+    async def run_circuit(self, tape: QuantumScript) -> Any:
+        """Run one tape and return its result."""
+        return (await self.run_all_circuits([tape]))[0]
+
+    def run_circuit_sync(self, tape: QuantumScript) -> Any:
+        """:meth:`run_circuit` from synchronous code."""
+        return self.execute([tape])[0]
+
+    def run_all_circuits_sync(self, tapes: Sequence[QuantumScript]) -> BatchResult:
+        """The same as :meth:`execute` (Covalent-style name)."""
+        return self.execute(tapes)
+
+    # -- durable work: backend jobs by id -------------------------------------------------
+
     def reattach(
         self,
         tapes: Sequence[QuantumScript],
@@ -464,230 +455,14 @@ class QuantumExecutor(BaseModel):
         """A handle for backend jobs submitted earlier for the same tapes (``handle.job_ids``
         or ``metadata.job_ids``, e.g. from another process that died):
         ``await ex.batch_get_results(handle)``."""
-        return self.attach_prepared(self.prepare(tapes), job_ids, submitted_at)
-
-    def attach_prepared(
-        self, prepared: Prepared, job_ids: Sequence[str], submitted_at: float | None = None
-    ) -> BatchHandle:
-        """:meth:`reattach` for a batch already prepared here (no tape work: loop side too)."""
-        return BatchHandle.model_construct(
-            executor=self.label,
-            num_circuits=prepared.num_circuits,
-            submitted_at=submitted_at or time.time(),
-            job_ids=tuple(job_ids),
-            job=self.attach(prepared.payload, job_ids),
-            started=time.perf_counter(),
-            limits_held=False,
-            prepared=prepared,
-            owner=self,
-        )
+        prepared = self.prepare(tapes)
+        return prepared.executor.runner.attach(prepared, job_ids, submitted_at)
 
     def results_of(self, tapes: Sequence[QuantumScript], job_ids: Sequence[str]) -> BatchResult:
         """Re-attach to the backend jobs ``job_ids`` of ``tapes`` and return their results
         (waits for them; synchronous)."""
         handle = self.reattach(tapes, job_ids)
-        return handle.prepared.complete(get_dispatcher().run(self.collect_raw(handle)))
-
-    def _limits(self) -> tuple[asyncio.Semaphore | None, Throttler | None]:
-        # Loop-bound objects: one set per event loop, kept in the per-process cache.
-        loop = asyncio.get_running_loop()
-        key = ("limits", id(loop))
-        if key not in self._runtime:
-            semaphore = asyncio.Semaphore(self.max_concurrent) if self.max_concurrent else None
-            throttler = None
-            if self.rate:
-                per_period = max(1, int(self.rate))
-                throttler = Throttler(rate_limit=per_period, period=per_period / self.rate)
-            self._runtime[key] = (semaphore, throttler)
-        return self._runtime[key]
-
-    async def submit_prepared(self, prepared: Prepared) -> BatchHandle:
-        """Submit a prepared batch; returns once the backend has accepted it."""
-        semaphore, throttler = self._limits()
-        with telemetry.phase(prepared, "queue", self):
-            if semaphore is not None:
-                await semaphore.acquire()
-        try:
-            if throttler is not None:
-                await throttler.acquire()
-            submitted_at, started = time.time(), time.perf_counter()
-            with telemetry.phase(prepared, "submit", self) as span:
-                job, job_ids = await self._guard(self.submit(prepared.payload))
-                if job_ids:
-                    span.set(job_ids=list(job_ids))
-        except BaseException as exc:
-            if semaphore is not None:
-                semaphore.release()
-            telemetry.failed(prepared, exc)
-            raise
-        # model_construct: values made here, no validation on every batch's path
-        return BatchHandle.model_construct(
-            executor=self.label,
-            num_circuits=prepared.num_circuits,
-            submitted_at=submitted_at,
-            job_ids=tuple(job_ids),
-            job=job,
-            started=started,
-            limits_held=semaphore is not None,
-            prepared=prepared,
-            owner=self,
-        )
-
-    async def batch_get_results(self, handle: BatchHandle) -> BatchResult:
-        """Wait for a submitted batch and return its results with metadata."""
-        if handle.owner is not None and handle.owner is not self:
-            return await handle.owner.batch_get_results(handle)
-        return handle.prepared.complete(await self.collect_raw(handle))
-
-    async def collect_raw(self, handle: BatchHandle) -> BatchResult:
-        try:
-            collect = self._guard(self.collect(handle.job))
-            try:
-                with telemetry.phase(handle.prepared, "run", self):
-                    results = await asyncio.wait_for(collect, self.batch_timeout)
-            except ExecutorError:
-                raise  # the backend's own error (ExecutorTimeoutError is a TimeoutError too)
-            except TimeoutError as exc:
-                await self.cancel(handle.job)
-                raise ExecutorTimeoutError(
-                    f"no results after {self.batch_timeout} s (timeout); raise the executor's "
-                    f"timeout or check the backend",
-                    executor=self.label,
-                    transient=True,
-                ) from exc
-            except asyncio.CancelledError:
-                await asyncio.shield(self.cancel(handle.job))
-                raise
-        except BaseException as exc:
-            telemetry.failed(handle.prepared, exc)  # the batch's trace ends with the error
-            raise
-        finally:
-            if handle.limits_held:
-                semaphore, _ = self._limits()
-                assert semaphore is not None  # limits_held: this call acquired it
-                semaphore.release()
-                handle.limits_held = False
-        if isinstance(results, BatchResult):
-            return results  # a delegating executor (a cluster) passes its member's output on
-        expected = handle.num_circuits if handle.prepared is None else handle.prepared.num_outputs
-        if len(results) != expected:
-            raise ExecutorError(
-                f"backend returned {len(results)} results for {expected} circuits",
-                executor=self.label,
-            )
-        return BatchResult(
-            results,
-            RunMetadata.model_construct(
-                executor=self.label,
-                backend=self.backend_description,
-                num_circuits=handle.num_circuits,
-                execution_time=time.perf_counter() - handle.started,
-                submitted_at=handle.submitted_at,
-                job_ids=handle.job_ids,
-            ),
-        )
-
-    async def run_raw(self, prepared: Prepared) -> BatchResult:
-        """Submit a prepared batch and wait for its raw output (loop side only)."""
-        return await self.collect_raw(await self.submit_prepared(prepared))
-
-    async def run_prepared(self, prepared: Prepared) -> BatchResult:
-        """Submit a prepared batch and wait for its results."""
-        return prepared.complete(await self.run_raw(prepared))
-
-    def completed_inline(self, prepared: Prepared) -> BatchResult | None:
-        """The results, if ``prepare`` already computed them (nothing left to wait for)."""
-        return None
-
-    def inline_results(
-        self, prepared: Prepared, outputs: Sequence[Any], submitted_at: float, seconds: float
-    ) -> BatchResult:
-        """Results of a batch simulated on the caller's thread (for ``completed_inline``)."""
-        return prepared.complete(
-            BatchResult(
-                outputs,
-                RunMetadata.model_construct(
-                    executor=self.label,
-                    backend=self.backend_description,
-                    num_circuits=prepared.num_circuits,
-                    execution_time=seconds,
-                    submitted_at=submitted_at,
-                ),
-            )
-        )
-
-    def run_prepared_sync(self, prepared: Prepared) -> BatchResult:
-        """Run a prepared batch from synchronous code (through the background loop)."""
-        done = self.completed_inline(prepared)
-        if done is not None:
-            return done
-        return prepared.complete(get_dispatcher().run(self.run_raw(prepared)))
-
-    def run_prepared_later(self, prepared: Prepared) -> LazyFuture:
-        """Start a prepared batch on the background loop; returns a future at once.
-
-        Its result is finished (raw -> PennyLane results) on the thread that asks for it.
-        """
-        return LazyFuture.start(self.run_raw(prepared), prepared.complete)
-
-    def run_later(self, tapes: Sequence[QuantumScript]) -> LazyFuture:
-        """Prepare ``tapes`` here and run them on the background loop; returns a future."""
-        prepared = self.prepare(tapes)
-        return prepared.executor.run_prepared_later(prepared)
-
-    async def _guard(self, coro):
-        """Await ``coro``; foreign exceptions become ExecutorError naming this executor.
-
-        Lost connections and timeouts are transient (a retry may succeed); the rest not.
-        """
-        try:
-            return await coro
-        except (QFleetError, asyncio.CancelledError):
-            raise
-        except (DeviceError, QuantumFunctionError) as exc:
-            # PennyLane's own verdict on the circuit (from a simulator): keep its type.
-            exc.add_note(f"raised by executor {self.label!r}")
-            raise
-        except Exception as exc:
-            from qfleet.executors.faults import unreachable  # SDK-wrapped network failures too
-
-            raise ExecutorError(
-                f"{type(exc).__name__}: {exc}",
-                executor=self.label,
-                transient=unreachable(exc) is not None,
-            ) from exc
-
-    # -- public API ----------------------------------------------------------------------
-
-    async def batch_submit(self, tapes: Sequence[QuantumScript]) -> BatchHandle:
-        """Submit ``tapes``; returns a handle as soon as the backend accepted the work."""
-        prepared = self.prepare(tapes)
-        return await prepared.executor.submit_prepared(prepared)
-
-    async def run_all_circuits(self, tapes: Sequence[QuantumScript]) -> BatchResult:
-        """Run ``tapes`` and return one result per tape (submit + get)."""
-        prepared = self.prepare(tapes)
-        return await prepared.executor.run_prepared(prepared)
-
-    async def run_circuit(self, tape: QuantumScript) -> Any:
-        """Run one tape and return its result."""
-        return (await self.run_all_circuits([tape]))[0]
-
-    def execute(
-        self, tapes: Sequence[QuantumScript], derivatives: Derivatives | None = None
-    ) -> BatchResult:
-        """Run ``tapes`` from synchronous code; the fastest path (used by the device).
-        ``derivatives``: also (or instead) compute the simulator's derivatives."""
-        prepared = self.prepare(tapes, derivatives=derivatives)
-        return prepared.executor.run_prepared_sync(prepared)
-
-    def run_all_circuits_sync(self, tapes: Sequence[QuantumScript]) -> BatchResult:
-        """Sync wrapper of :meth:`run_all_circuits`."""
-        return self.execute(tapes)
-
-    def run_circuit_sync(self, tape: QuantumScript) -> Any:
-        """Sync wrapper of :meth:`run_circuit`."""
-        return self.execute([tape])[0]
+        return handle.prepared.complete(get_dispatcher().run(self.runner.collect(handle)))
 
 
 #: The capabilities of a PennyLane simulator (built once: asked on every batch's path).

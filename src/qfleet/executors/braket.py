@@ -348,4 +348,4 @@ class BraketLocalExecutor(QuantumExecutor):
         _, inline = prepared.payload
         if inline is None or self.max_concurrent or self.rate:
             return None
-        return self.inline_results(prepared, inline.outputs, inline.submitted_at, inline.seconds)
+        return self.runner.inline(prepared, inline.outputs, inline.submitted_at, inline.seconds)

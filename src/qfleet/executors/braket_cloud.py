@@ -44,8 +44,6 @@ from qfleet.circuits.qasm3 import BRAKET_GATES, BRAKET_NOISE, is_channel
 from qfleet.errors import ConfigError, ExecutorError, QFleetError
 from qfleet.executors.base import (
     SAMPLING_MEASUREMENTS,
-    BatchHandle,
-    BatchResult,
     Capabilities,
     QuantumExecutor,
 )
@@ -639,13 +637,8 @@ class BraketExecutor(QuantumExecutor):
         await asyncio.gather(
             *(loop.run_in_executor(pool, self._cancel_one, job.conn, arn) for arn in job.arns))
 
-    async def collect_raw(self, handle: BatchHandle) -> BatchResult:
-        raw = await super().collect_raw(handle)
-        payload = handle.prepared.payload if handle.prepared is not None else None
-        if payload is None:
-            return raw
-        cost = self.cost_estimate([p.shots for p in payload.programs])
-        return BatchResult(raw, raw.metadata.model_copy(update={"cost": cost}))
+    def run_metadata(self, payload: Any) -> dict[str, Any]:
+        return {"cost": self.cost_estimate([p.shots for p in payload.programs])}
 
     # -- errors ------------------------------------------------------------------------------
 

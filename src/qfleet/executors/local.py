@@ -319,4 +319,4 @@ class LocalExecutor(QuantumExecutor):
             return None
         # Fast path: results were computed in translate(); no loop round trip.
         run: _InlineRun = prepared.payload
-        return self.inline_results(prepared, run.results, run.submitted_at, run.seconds)
+        return self.runner.inline(prepared, run.results, run.submitted_at, run.seconds)

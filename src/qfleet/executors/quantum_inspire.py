@@ -41,7 +41,6 @@ from qfleet.circuits.cqasm import CqasmProgram, CqasmTarget, native_gates, to_cq
 from qfleet.errors import ConfigError, ExecutorError, QFleetError, UnsupportedCircuitError
 from qfleet.executors.base import (
     SAMPLING_MEASUREMENTS,
-    BatchResult,
     Capabilities,
     QuantumExecutor,
 )
@@ -783,12 +782,8 @@ class QuantumInspireExecutor(QuantumExecutor):
                                       int(result.shots_done or 0))))
         return outputs
 
-    async def collect_raw(self, handle: Any) -> BatchResult:
-        raw = await super().collect_raw(handle)
-        payload = getattr(handle.prepared, "payload", None)
-        if isinstance(payload, _Payload):
-            raw.metadata = raw.metadata.model_copy(update={"compile": payload.compile_report()})
-        return raw
+    def run_metadata(self, payload: Any) -> dict[str, Any]:
+        return {"compile": payload.compile_report()} if isinstance(payload, _Payload) else {}
 
     def _job_error(self, row: Any, status: str) -> QuantumInspireJobError:
         if status == "cancelled":

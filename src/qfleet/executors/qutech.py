@@ -45,7 +45,7 @@ from qfleet.circuits.compile2300 import (
 )
 from qfleet.circuits.cqasm import CqasmTarget, native_gates
 from qfleet.errors import ConfigError, ExecutorError, ExecutorTimeoutError
-from qfleet.executors.base import SAMPLING_MEASUREMENTS, BatchResult, Capabilities, QuantumExecutor
+from qfleet.executors.base import SAMPLING_MEASUREMENTS, Capabilities, QuantumExecutor
 from qfleet.executors.status import Calibration, ExecutorStatus
 from qfleet.runtime.background import keep
 from qfleet.sampling import Counts, RawOutput, Samples
@@ -638,12 +638,8 @@ class Executor2300(QuantumExecutor):
         assert job.task is not None  # submit sets it before returning the job
         return await job.task
 
-    async def collect_raw(self, handle: Any) -> BatchResult:
-        raw = await super().collect_raw(handle)
-        payload = getattr(handle.prepared, "payload", None)
-        if isinstance(payload, _Payload):
-            raw.metadata = raw.metadata.model_copy(update={"compile": payload.compile_report()})
-        return raw
+    def run_metadata(self, payload: Any) -> dict[str, Any]:
+        return {"compile": payload.compile_report()} if isinstance(payload, _Payload) else {}
 
     async def cancel(self, job: _Running | _Resume) -> None:
         if isinstance(job, _Resume):

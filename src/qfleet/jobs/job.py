@@ -452,7 +452,7 @@ async def _drive(store: JobStore, job_id: str, owner: Owner, prepared: Any, post
     executor = prepared.executor
     try:
         if handle is None:
-            handle = await executor.submit_prepared(prepared)
+            handle = await executor.runner.submit(prepared)
             await asyncio.to_thread(
                 store.update,
                 job_id,
@@ -461,7 +461,7 @@ async def _drive(store: JobStore, job_id: str, owner: Owner, prepared: Any, post
                 active_only=True,
                 owner=owner,
             )
-        task = asyncio.ensure_future(executor.collect_raw(handle))
+        task = asyncio.ensure_future(executor.runner.collect(handle))
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=_HEARTBEAT_S)

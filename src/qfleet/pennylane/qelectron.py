@@ -70,7 +70,7 @@ class QElectron(QNode):
         prepared = self.executor.prepare(tapes)
         # construct_batch post-processes the QNode's one-tape batch: unwrap that tape.
         return QFuture.start(
-            prepared.executor.run_raw(prepared),
+            prepared.executor.runner.run(prepared),
             lambda raw: postprocess(prepared.complete(raw))[0],
         )
 
