@@ -328,7 +328,7 @@ class BraketLocalExecutor(QuantumExecutor):
 
         programs, inline = payload
         if inline is not None:
-            return asyncio.sleep(0, result=inline.outputs), ()
+            return asyncio.ensure_future(asyncio.sleep(0, result=inline.outputs)), ()
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(
             self._pool(), _simulate, self.device, self.seed, self.noise_model, programs
@@ -339,10 +339,7 @@ class BraketLocalExecutor(QuantumExecutor):
         return list(await job)  # one Samples/State per planned circuit
 
     async def cancel(self, job: Any) -> None:
-        if hasattr(job, "cancel"):
-            job.cancel()
-        elif hasattr(job, "close"):
-            job.close()  # the inline run's never-awaited coroutine
+        job.cancel()  # the inline run's task, or a pool's future not yet running
 
     def completed_inline(self, prepared: Prepared) -> BatchResult | None:
         _, inline = prepared.payload

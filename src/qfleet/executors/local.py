@@ -273,7 +273,9 @@ class LocalExecutor(QuantumExecutor):
 
     async def submit(self, payload: Any) -> tuple[Any, tuple[str, ...]]:
         if self.parallel is None:
-            return asyncio.sleep(self.latency, result=payload.results), ()
+            # A task, not a bare coroutine: a batch cancelled before collect awaits it
+            # cancels the task (a never-awaited coroutine would warn when collected).
+            return asyncio.ensure_future(asyncio.sleep(self.latency, result=payload.results)), ()
         loop = asyncio.get_running_loop()
         if self.parallel == "thread":
             work = loop.run_in_executor(self._pool(), self._run_on_worker_thread, payload)
@@ -307,6 +309,9 @@ class LocalExecutor(QuantumExecutor):
         if isinstance(tapes, _DerivativeBatch):
             return self._simulator().derivatives(tapes.tapes, tapes.derivatives)
         return self._simulator().run(tapes)
+
+    async def cancel(self, job: Any) -> None:
+        job.cancel()  # the latency task, or a pool's future not yet running
 
     async def collect(self, job: Any) -> Sequence[Any]:
         results = await job
