@@ -139,3 +139,83 @@ def test_an_old_decision_explains_the_state_it_was_made_in():
     assert copy.scores() == pytest.approx(want) and copy.chosen_label == "b"
     with pytest.raises(ValueError, match="positive weight"):
         Policy()
+
+
+# -- charges follow what the backends accepted ----------------------------------------------
+
+
+class Flaky(LocalExecutor):
+    """A LocalExecutor whose backend refuses the connection (nothing delivered), rejects the
+    batch, or accepts it and then loses it."""
+
+    fault: str = "refused"
+
+    async def submit(self, payload):
+        if self.fault == "refused":
+            raise ConnectionRefusedError(111, "Connection refused")
+        if self.fault == "rejected":
+            raise ValueError("the backend rejected the circuit")
+        return await super().submit(payload)
+
+    async def collect(self, job):
+        await super().collect(job)
+        raise ConnectionResetError(104, "Connection reset by peer")  # accepted, then lost
+
+
+def _budget_cluster(first: LocalExecutor, second: LocalExecutor | None = None, total=100.0):
+    members = [first] if second is None else [first, second]
+    return qf.QuantumCluster(
+        executors=members, selector="cyclic", backoff=0.0, retries=1,
+        budget=qf.Budget(total=total, account="refunds"),
+    )  # fmt: skip
+
+
+TAPE = QuantumScript([qml.RX(0.4, 0)], [qml.expval(qml.Z(0))])
+
+
+def test_a_batch_no_backend_accepted_is_refunded():
+    rejected = Flaky(name="rejects", fault="rejected", latency=0.001, price=qf.Price(per_task=3.0))
+    with pytest.raises(qf.ExecutorError, match="rejected the circuit"):
+        _budget_cluster(rejected).execute([TAPE])
+    assert Ledger.default().spent("refunds") == (0.0, 0.0)
+
+
+def test_failover_moves_the_charge_unless_the_first_member_accepted_the_batch():
+    refused = Flaky(name="down", fault="refused", latency=0.001, price=qf.Price(per_task=3.0))
+    good = LocalExecutor(name="good", latency=0.001, price=qf.Price(per_task=2.0))
+    result = _budget_cluster(refused, good).execute([TAPE])
+    assert np.isclose(result[0], np.cos(0.4)) and result.metadata.executor == "good"
+    # "down" never received it: only "good" charged.
+    assert result.metadata.cost == 2.0 and Ledger.default().spent("refunds") == (2.0, 2.0)
+
+    lost = Flaky(name="lost", fault="lost", latency=0.001, price=qf.Price(per_task=3.0))
+    result = _budget_cluster(lost, good).execute([TAPE])
+    assert result.metadata.executor == "good"
+    # "lost" accepted it (its provider may bill): both submissions stay charged.
+    assert result.metadata.cost == 5.0 and Ledger.default().spent("refunds") == (7.0, 7.0)
+
+
+def test_a_failover_the_budget_cannot_pay_for_is_not_taken_and_the_charge_is_refunded():
+    refused = Flaky(name="down", fault="refused", latency=0.001, price=qf.Price(per_task=3.0))
+    dear = LocalExecutor(name="dear", latency=0.001, price=qf.Price(per_task=9.0))
+    budget = qf.Budget(total=10.0, account="refunds")
+    Ledger.default().charge(budget, 1.5, member="earlier")
+    # 1.5 + 3 fits on "down", which refuses the connection; "dear" is over budget, so the
+    # batch fails with down's error, and down's charge is taken back.
+    with pytest.raises(qf.ExecutorError, match="Connection refused") as info:
+        _budget_cluster(refused, dear, total=10.0).execute([TAPE])
+    assert "gave up after 2 attempts on ['down']" in "".join(info.value.__notes__)
+    assert Ledger.default().spent("refunds") == (1.5, 1.5)
+
+
+def test_moving_a_charge_is_one_transaction():
+    ledger, budget = Ledger.default(), qf.Budget(total=10.0, account="move")
+    charge = ledger.charge(budget, 3.0, member="a")
+    with pytest.raises(qf.BudgetExceededError):
+        ledger.move(charge, budget, 12.0, member="b")
+    assert ledger.spent("move") == (3.0, 3.0)  # refused: the first charge stands
+    moved = ledger.move(charge, budget, 8.0, member="b")
+    assert (moved.cost, moved.member, moved.remaining) == (8.0, "b", 2.0)
+    assert ledger.spent("move") == (8.0, 8.0)
+    ledger.refund(moved)
+    assert ledger.spent("move") == (0.0, 0.0)

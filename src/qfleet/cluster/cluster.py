@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 import qfleet.telemetry as telemetry
 from qfleet.cluster.cache import batch_key
-from qfleet.cluster.idempotency import call_nonce, run_once, submission_key
-from qfleet.cluster.ledger import Budget, BudgetExceededError, Ledger
+from qfleet.cluster.idempotency import call_nonce, maybe_delivered, run_once, submission_key
+from qfleet.cluster.ledger import Budget, BudgetExceededError, Charge, Ledger
 from qfleet.cluster.policy import (
     PRESETS,
     Decision,
@@ -159,7 +159,10 @@ class _Chunk:
     """The members that can run these tapes (failover and late binding stay inside)."""
     decision: Decision | None = None
     cost: float = 0.0
-    """Charged to the budget when the batch was routed."""
+    """Charged to the budget for this chunk (routing, then any failover)."""
+    charge: Charge | None = None
+    """The budget's charge for the member the chunk is on now (refunded if that member
+    never accepts it)."""
     key: str | None = None
     """The result cache's key (None: not cached)."""
     hit: tuple | None = None
@@ -691,11 +694,31 @@ class QuantumCluster(QuantumExecutor):
             hit = self._ledger().cached(key)
             if hit is not None:
                 return dataclasses.replace(chunk, key=key, hit=tuple(hit))
-        cost = 0.0
-        if self.budget is not None:
-            cost = self._cost(member, chunk.prepared)
-            self._ledger().charge(self.budget, cost, member=self.member_labels[i])
-        return dataclasses.replace(chunk, key=key, cost=cost)
+        if self.budget is None:
+            return dataclasses.replace(chunk, key=key)
+        cost = self._cost(member, chunk.prepared)
+        charge = self._ledger().charge(self.budget, cost, member=self.member_labels[i])
+        return dataclasses.replace(chunk, key=key, cost=cost, charge=charge)
+
+    def _refund(self, chunk: _Chunk) -> None:
+        """Take back ``chunk``'s charge on its member: the member never accepted it."""
+        if chunk.charge is not None:
+            self._ledger().refund(chunk.charge)
+
+    def _charge_moved(self, chunk: _Chunk, sent: bool) -> _Chunk:
+        """``chunk`` (prepared for another member now) charged there; ``sent``: the member it
+        was on accepted it (that charge stands), else that charge moves. Raises
+        BudgetExceededError if the new member's cost does not fit."""
+        if self.budget is None:
+            return chunk
+        member = chunk.prepared.executor
+        label, cost = self.member_labels[self._index(member)], self._cost(member, chunk.prepared)
+        ledger = self._ledger()
+        if sent or chunk.charge is None:
+            charge = ledger.charge(self.budget, cost, member=label)
+            return dataclasses.replace(chunk, cost=chunk.cost + cost, charge=charge)
+        charge = ledger.move(chunk.charge, self.budget, cost, member=label)
+        return dataclasses.replace(chunk, cost=chunk.cost - chunk.charge.cost + cost, charge=charge)
 
     def _metadata(
         self, base: RunMetadata, chunks: Sequence[_Chunk], winner: _Chunk | None = None
@@ -790,6 +813,7 @@ class QuantumCluster(QuantumExecutor):
                     self._route(i, -1, len(part))
                     for chunk in chunks:
                         self._route(self._index(chunk.prepared.executor), -1, len(chunk.tapes))
+                        self._refund(chunk)  # nothing was sent
                     raise
             if chunks[0].hit is None and self._attachable:
                 nonce = call_nonce()
@@ -890,8 +914,8 @@ class QuantumCluster(QuantumExecutor):
                 done = await asyncio.gather(*(self._run_chunk(c, progress) for c in chunks))
         finally:
             progress.stop()
-        if len(done) == 1:
-            return BatchResult(done, self._metadata(done[0][1].metadata, chunks))
+        if len(done) == 1:  # the chunk as it ran (failover may have moved and charged it)
+            return BatchResult(done, self._metadata(done[0][1].metadata, [done[0][0]]))
         return BatchResult(
             done,
             RunMetadata.model_construct(
@@ -901,6 +925,7 @@ class QuantumCluster(QuantumExecutor):
                 execution_time=time.perf_counter() - started,
                 submitted_at=submitted_at,
                 job_ids=tuple(j for _, raw in done for j in raw.metadata.job_ids),
+                cost=sum(c.cost for c, _ in done) if self.budget is not None else None,
             ),
         )
 
@@ -980,10 +1005,16 @@ class QuantumCluster(QuantumExecutor):
         if target == routed_to:
             return chunk
         try:
-            return await self._prepare_elsewhere(self.executors[target], chunk)
+            moved = await self._prepare_elsewhere(self.executors[target], chunk)
         except BaseException:
             self._cancelled(target, size)
             raise
+        try:
+            return await asyncio.to_thread(self._charge_moved, moved, False)
+        except BudgetExceededError:  # the free member costs more than the budget allows:
+            self._cancelled(target, size)  # wait on the member it was routed to after all
+            self._begin(routed_to, circuits=size)
+            return chunk
 
     async def _to_recorded(self, chunk: _Chunk, label: str, counted: bool) -> _Chunk:
         """``chunk`` on the member ``label`` that accepted it before (its jobs are re-attached,
@@ -1022,30 +1053,42 @@ class QuantumCluster(QuantumExecutor):
             if attempt:
                 self._begin(i, circuits=size)
             started = time.perf_counter()
+            sent = asyncio.Event()  # set once the member accepted the chunk (charged rightly)
             try:
                 if chunk.batch is not None and chunk.submission is not None and member.reattachable:
                     label = self.member_labels[i]
                     raw = await run_once(
                         member, label, chunk.prepared, chunk.batch, chunk.submission,
                         self._ledger(), record if record and record.member == label else None,
+                        sent=sent,
                     )  # fmt: skip
                 else:
-                    raw = await member.runner.run(chunk.prepared)
+                    try:
+                        handle = await member.runner.submit(chunk.prepared)
+                    except Exception as exc:
+                        if maybe_delivered(exc):  # a lost reply: the backend may run it
+                            sent.set()
+                        raise
+                    sent.set()
+                    raw = await member.runner.collect(handle)
             except asyncio.CancelledError:
                 self._cancelled(i, size)
                 await self._slot_freed()
+                if not sent.is_set():
+                    await asyncio.shield(asyncio.to_thread(self._refund, chunk))
                 raise
             except Exception as exc:
                 await self._slot_freed()
                 transient = is_transient(exc)
                 self._failed(i, transient, size)
-                if not transient:
-                    raise
-                if attempt == self.retries:
-                    exc.add_note(
-                        f"{self.label}: gave up after {attempt + 1} attempts on "
-                        f"{sorted({self.member_labels[j] for j in tried | {i}})}"
-                    )
+                if not transient or attempt == self.retries:
+                    if not sent.is_set():
+                        await asyncio.to_thread(self._refund, chunk)
+                    if transient:
+                        exc.add_note(
+                            f"{self.label}: gave up after {attempt + 1} attempts on "
+                            f"{sorted({self.member_labels[j] for j in tried | {i}})}"
+                        )
                     raise
                 tried.add(i)
                 delay = min(self.backoff_max, self.backoff * 2**attempt)
@@ -1054,6 +1097,13 @@ class QuantumCluster(QuantumExecutor):
                     target = self.select(chunk.tapes, exclude=tried, capable=chunk.capable)
                 if target is not member:
                     chunk = await self._prepare_elsewhere(target, chunk)
+                if target is not member or sent.is_set():  # a new submission: charge it
+                    try:
+                        chunk = await asyncio.to_thread(self._charge_moved, chunk, sent.is_set())
+                    except BudgetExceededError:
+                        if not sent.is_set():  # the member it was charged on never had it
+                            await asyncio.to_thread(self._refund, chunk)
+                        raise
                 continue
             self._succeeded(i, time.perf_counter() - started, len(chunk.tapes))
             await self._slot_freed()

@@ -93,9 +93,12 @@ async def run_once(
     key: str,
     ledger: Ledger,
     record: Submission | None = None,
+    sent: asyncio.Event | None = None,
 ) -> BatchResult:
     """Run ``prepared`` on ``member``, or re-attach to the jobs ``record`` (``member``
-    accepted ``batch`` before) names; record the jobs as soon as the backend accepts them."""
+    accepted ``batch`` before) names; record the jobs as soon as the backend accepts them.
+    ``sent`` is set once the backend holds (or may hold) the batch."""
+    sent = sent or asyncio.Event()
     if record is not None and record.key != key:
         raise IdempotencyKeyError(
             f"idempotency key {batch.rsplit('/', 1)[0]!r} was used before for a different "
@@ -103,7 +106,7 @@ async def run_once(
             f"call its own key (qf.idempotent(...)) or none"
         )
     with submitting(key):  # the member's submit and collect know the batch's key
-        return await _run_once(member, label, prepared, batch, key, ledger, record)
+        return await _run_once(member, label, prepared, batch, key, ledger, record, sent)
 
 
 async def _run_once(
@@ -114,14 +117,19 @@ async def _run_once(
     key: str,
     ledger: Ledger,
     record: Submission | None,
+    sent: asyncio.Event,
 ) -> BatchResult:
     if record is not None and record.job_ids:
+        sent.set()
         handle = member.runner.attach(prepared, record.job_ids, record.accepted)
     else:
         try:
             handle = await member.runner.submit(prepared)
+            sent.set()
         except Exception as exc:
-            if member.resubmits_idempotently and _maybe_delivered(exc):
+            if maybe_delivered(exc):
+                sent.set()  # a budget keeps its charge: the backend may run it
+            if member.resubmits_idempotently and maybe_delivered(exc):
                 # The backend may hold the jobs (a lost reply): pending, so the retry comes
                 # back here under this key, where the backend's handle finds them.
                 await asyncio.to_thread(ledger.record_submission, batch, key, label, ())
@@ -149,7 +157,7 @@ async def _run_once(
         raise
 
 
-def _maybe_delivered(exc: BaseException) -> bool:
+def maybe_delivered(exc: BaseException) -> bool:
     """Whether a failed submission may have reached the backend (not refused outright)."""
     if not (isinstance(exc, ExecutorError) and exc.transient):
         return False  # a rejected batch or credentials: the backend created nothing

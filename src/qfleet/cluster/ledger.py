@@ -8,17 +8,22 @@ Example:
     >>> import tempfile, pathlib
     >>> ledger = Ledger(pathlib.Path(tempfile.mkdtemp()) / "fleet.sqlite3")
     >>> budget = Budget(total=1.0)
-    >>> ledger.charge(budget, 0.75, member="qpu")
+    >>> charge = ledger.charge(budget, 0.75, member="qpu")
+    >>> charge.remaining
     0.25
     >>> ledger.charge(budget, 0.5, member="qpu")
     Traceback (most recent call last):
     ...
     qfleet.cluster.ledger.BudgetExceededError: this batch costs 0.5 USD on qpu, but ...
+    >>> ledger.refund(charge)  # the backend never accepted that batch
+    >>> ledger.spent()
+    (0.0, 0.0)
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -27,7 +32,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -57,6 +62,34 @@ class BudgetExceededError(QFleetError):
 
 def _rebuild(message: str, cost: float, remaining: float) -> BudgetExceededError:
     return BudgetExceededError(message, cost=cost, remaining=remaining)
+
+
+@dataclasses.dataclass(frozen=True)
+class Charge:
+    """A recorded charge: ``cost`` under ``account`` on UTC ``day`` for a batch on
+    ``member``; ``remaining``: what the budget allowed after it."""
+
+    account: str
+    cost: float
+    day: str
+    member: str
+    remaining: float
+    batch: str | None = None
+
+
+def _undo(conn: sqlite3.Connection, charge: Charge) -> None:
+    # Within the caller's transaction: the totals of the charge's own day, and a negative
+    # spend row, so the spend history shows the refund.
+    for period in ("total", charge.day):
+        conn.execute(
+            "UPDATE spend_totals SET amount = MAX(amount - ?, 0.0) "
+            "WHERE account = ? AND period = ?",
+            (charge.cost, charge.account, period),
+        )
+    conn.execute(
+        "INSERT INTO spend (account, at, amount, member, batch) VALUES (?, ?, ?, ?, ?)",
+        (charge.account, time.time(), -charge.cost, charge.member, charge.batch),
+    )
 
 
 class Budget(BaseModel):
@@ -185,40 +218,64 @@ class Ledger:
 
     def charge(
         self, budget: Budget, cost: float, *, member: str, batch: str | None = None
-    ) -> float:
-        """Record ``cost`` against ``budget`` if it fits (atomically, across processes);
-        returns what remains. Raises BudgetExceededError (nothing recorded) if it does not."""
+    ) -> Charge:
+        """Record ``cost`` against ``budget`` if it fits (atomically, across processes).
+        Raises BudgetExceededError (nothing recorded) if it does not."""
+        return self._record(budget, cost, member, batch, undo=None)
+
+    def move(self, charge: Charge, budget: Budget, cost: float, *, member: str) -> Charge:
+        """Take back ``charge`` (its batch was never sent) and charge ``cost`` on ``member``
+        instead, in one transaction; raises BudgetExceededError (nothing changed) if the new
+        charge does not fit."""
+        return self._record(budget, cost, member, charge.batch, undo=charge)
+
+    def refund(self, charge: Charge) -> None:
+        """Take back ``charge``: no backend accepted its batch (nothing was spent)."""
+        if charge.cost <= 0:
+            return
+        with self._lock, self._transaction() as conn:
+            _undo(conn, charge)
+
+    def _record(
+        self, budget: Budget, cost: float, member: str, batch: str | None, undo: Charge | None
+    ) -> Charge:
         day = _today()
-        with self._lock:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")  # the write lock: no other charge in between
-            try:
-                rows = dict(
-                    conn.execute(
-                        "SELECT period, amount FROM spend_totals "
-                        "WHERE account = ? AND period IN (?, ?)",
-                        (budget.account, "total", day),
-                    ).fetchall()
-                )
-                left = _remaining(budget, rows.get(day, 0.0), rows.get("total", 0.0))
-                if cost > left + 1e-12:
-                    raise _refusal(budget, cost, left, member, rows.get(day, 0.0),
-                                   rows.get("total", 0.0))  # fmt: skip
-                for period in ("total", day):
-                    conn.execute(
-                        "INSERT INTO spend_totals (account, period, amount) VALUES (?, ?, ?) "
-                        "ON CONFLICT (account, period) DO UPDATE SET amount = amount + ?",
-                        (budget.account, period, cost, cost),
-                    )
+        with self._lock, self._transaction() as conn:
+            if undo is not None:
+                _undo(conn, undo)
+            rows = dict(
                 conn.execute(
-                    "INSERT INTO spend (account, at, amount, member, batch) VALUES (?, ?, ?, ?, ?)",
-                    (budget.account, time.time(), cost, member, batch),
+                    "SELECT period, amount FROM spend_totals "
+                    "WHERE account = ? AND period IN (?, ?)",
+                    (budget.account, "total", day),
+                ).fetchall()
+            )
+            left = _remaining(budget, rows.get(day, 0.0), rows.get("total", 0.0))
+            if cost > left + 1e-12:
+                raise _refusal(budget, cost, left, member, rows.get(day, 0.0),
+                               rows.get("total", 0.0))  # fmt: skip
+            for period in ("total", day):
+                conn.execute(
+                    "INSERT INTO spend_totals (account, period, amount) VALUES (?, ?, ?) "
+                    "ON CONFLICT (account, period) DO UPDATE SET amount = amount + ?",
+                    (budget.account, period, cost, cost),
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return left - cost
+            conn.execute(
+                "INSERT INTO spend (account, at, amount, member, batch) VALUES (?, ?, ?, ?, ?)",
+                (budget.account, time.time(), cost, member, batch),
+            )
+        return Charge(budget.account, cost, day, member, left - cost, batch)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")  # the write lock: no other charge in between
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def refusal(
         self,
