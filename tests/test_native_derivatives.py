@@ -187,6 +187,18 @@ def test_adjoint_through_dask():
         request = Derivatives("adjoint", "lightning.qubit", "jacobian")
         jacobians = ex.execute(tapes, derivatives=request)
         np.testing.assert_allclose(np.ravel(jacobians), -np.sin([0.1, 0.2, 0.3, 0.4]), atol=1e-12)
+        # Nothing to differentiate: no adjoint pipeline (default.qubit's fails on the scaled
+        # operators of TrotterProduct, which the reference, backprop, runs).
+        hamiltonian = qml.dot([0.25, 0.75], [qml.X(0), qml.Z(0)])
+
+        def trotter():
+            qml.Hadamard(0)
+            qml.TrotterProduct(hamiltonian, time=2.4, order=2)
+            return qml.probs()
+
+        reference = qml.QNode(trotter, qml.device("default.qubit", wires=2))()
+        on_dask = qml.QNode(trotter, qml.device("qfleet.local", wires=2, executors=ex))()
+        np.testing.assert_allclose(on_dask, reference, atol=1e-12)
     finally:
         ex.close_sync()
 

@@ -210,9 +210,17 @@ class QFleetDevice(Device):
             resolved = simulator.setup_execution_config(config, circuit)
             if resolved.gradient_method not in offered:
                 resolved = None
-        if resolved is None and method == "best" and simulator is not None:
+        if (
+            resolved is None
+            and method == "best"
+            and simulator is not None
+            and not (circuit is not None and not circuit.trainable_params)
+        ):
             # Backprop is not offered off the caller's thread: adjoint, as default.qubit
-            # itself resolves "best" when it simulates on workers (max_workers).
+            # itself resolves "best" when it simulates on workers (max_workers). Not for a
+            # circuit with nothing to differentiate: default.qubit's adjoint pipeline rebinds
+            # no parameters there and fails on scaled operators (TrotterProduct: IndexError
+            # in bind_new_parameters), where backprop, the reference's choice, runs it.
             for fallback in sorted(offered):
                 config_m = replace(config, gradient_method=fallback)
                 if simulator.supports_derivatives(config_m, circuit):
