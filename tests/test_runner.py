@@ -159,3 +159,11 @@ def test_errors_are_mapped_once(failure, error, transient):
         assert "raised by executor 'flaky'" in "".join(getattr(info.value, "__notes__", []))
     else:
         assert info.value.executor == "flaky" and info.value.transient is transient
+
+
+def test_a_handle_that_carries_no_batch_is_refused_clearly():
+    from qfleet.executors import BatchHandle
+
+    foreign = BatchHandle(executor="toy", num_circuits=1, submitted_at=0.0, job_ids=("j-1",))
+    with pytest.raises(ValueError, match=r"carries no batch \(job ids \['j-1'\]\).*reattach"):
+        asyncio.run(ToySampler().batch_get_results(foreign))

@@ -430,6 +430,12 @@ class QuantumExecutor(BaseModel, metaclass=ConfiguredFrontDoor):
 
     async def batch_get_results(self, handle: BatchHandle) -> BatchResult:
         """Wait for a submitted batch (``batch_submit``, ``reattach``); its results."""
+        if handle.owner is None or handle.prepared is None:
+            raise ValueError(
+                f"this BatchHandle carries no batch (job ids {list(handle.job_ids)}): pass the "
+                f"handle batch_submit returned, or re-attach by job id with "
+                f"ex.reattach(tapes, job_ids)"
+            )
         return handle.prepared.complete(await handle.owner.runner.collect(handle))
 
     async def run_circuit(self, tape: QuantumScript) -> Any:
