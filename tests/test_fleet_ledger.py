@@ -208,6 +208,16 @@ def test_a_failover_the_budget_cannot_pay_for_is_not_taken_and_the_charge_is_ref
     assert Ledger.default().spent("refunds") == (1.5, 1.5)
 
 
+def test_failover_may_spend_the_charge_it_takes_back():
+    refused = Flaky(name="down", fault="refused", latency=0.001, price=qf.Price(per_task=3.0))
+    dearer = LocalExecutor(name="dearer", latency=0.001, price=qf.Price(per_task=7.0))
+    Ledger.default().charge(qf.Budget(account="refunds"), 1.5, member="earlier")
+    # 1.5 + 3 + 7 would break 10, but down's 3 moves to dearer: 1.5 + 7 fits.
+    result = _budget_cluster(refused, dearer, total=10.0).execute([TAPE])
+    assert result.metadata.executor == "dearer" and result.metadata.cost == 7.0
+    assert Ledger.default().spent("refunds") == (8.5, 8.5)
+
+
 def test_moving_a_charge_is_one_transaction():
     ledger, budget = Ledger.default(), qf.Budget(total=10.0, account="move")
     charge = ledger.charge(budget, 3.0, member="a")

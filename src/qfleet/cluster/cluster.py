@@ -494,13 +494,15 @@ class QuantumCluster(QuantumExecutor):
         tapes: Sequence[QuantumScript],
         exclude: AbstractSet[int] = frozenset(),
         capable: frozenset[int] | None = None,
+        credit: float = 0.0,
     ) -> QuantumExecutor:
         """The executor that will run ``tapes`` (``exclude``: member indices to avoid;
-        ``capable``: the members that can run them, default: asked here)."""
+        ``capable``: the members that can run them, default: asked here; ``credit``: a
+        charge of this batch that moves with it, so the budget allows that much more)."""
         if capable is None:
             capable = self.capable(tapes)
         if self._policy is not None or self.budget is not None:
-            return self._routes(tapes, capable, exclude, top=1)[0][0]
+            return self._routes(tapes, capable, exclude, top=1, credit=credit)[0][0]
         candidates = self._candidates(set(exclude), capable)
         chosen = self._select(tapes, candidates)
         self._index(chosen)  # raises SelectorError for a foreign executor
@@ -582,14 +584,15 @@ class QuantumCluster(QuantumExecutor):
         capable: frozenset[int],
         exclude: AbstractSet[int] = frozenset(),
         top: int = 1,
+        credit: float = 0.0,
     ) -> list[tuple[QuantumExecutor, Decision | None]]:
         """The best ``top`` members for ``tapes`` by the policy (or the selector), within the
-        budget; each with the decision that explains it."""
+        budget (plus ``credit``, see :meth:`select`); each with the decision that explains it."""
         fleet = self._fleet()
         features = Features.of(tapes)
         limit = math.inf
         if self.budget is not None:
-            limit = self._ledger().remaining(self.budget)
+            limit = self._ledger().remaining(self.budget) + credit
             if self.budget.per_call is not None:
                 limit = min(limit, self.budget.per_call)
         if self._policy is None:
@@ -1093,8 +1096,12 @@ class QuantumCluster(QuantumExecutor):
                 tried.add(i)
                 delay = min(self.backoff_max, self.backoff * 2**attempt)
                 await asyncio.sleep(random.uniform(0, delay))
+                # An unsent charge moves with the batch: the budget allows that much more.
+                credit = 0.0 if sent.is_set() or chunk.charge is None else chunk.charge.cost
                 with telemetry.phase(chunk.prepared, "route", self):  # failover
-                    target = self.select(chunk.tapes, exclude=tried, capable=chunk.capable)
+                    target = self.select(
+                        chunk.tapes, exclude=tried, capable=chunk.capable, credit=credit
+                    )
                 if target is not member:
                     chunk = await self._prepare_elsewhere(target, chunk)
                 if target is not member or sent.is_set():  # a new submission: charge it
