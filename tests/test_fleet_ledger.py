@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import threading
 
 import numpy as np
 import pennylane as qml
@@ -16,7 +17,7 @@ from qfleet.cluster import Ledger
 from qfleet.cluster.ledger import decode_results, encode_results
 from qfleet.cluster.policy import Features, FleetState, Policy, decide
 from qfleet.executors import LocalExecutor
-from qfleet.executors.status import ExecutorStatus
+from qfleet.executors.status import Calibration, ExecutorStatus
 
 
 @pytest.fixture(autouse=True)
@@ -229,3 +230,42 @@ def test_moving_a_charge_is_one_transaction():
     assert ledger.spent("move") == (8.0, 8.0)
     ledger.refund(moved)
     assert ledger.spent("move") == (0.0, 0.0)
+
+
+def test_after_a_failover_routing_explains_the_member_that_ran_it():
+    down = Flaky(name="down", fault="refused", latency=0.001, price=qf.Price(per_task=1.0))
+    good = LocalExecutor(name="good", latency=0.001, price=qf.Price(per_task=2.0))
+    cluster = qf.QuantumCluster(executors=[down, good], selector="cost", backoff=0.0, retries=1)
+    result = cluster.execute([TAPE])  # the cost policy picks "down" first: cheaper
+    routing = result.metadata.routing
+    assert result.metadata.executor == "good" and routing.chosen_label == "good"
+    assert "down" in routing.skipped() and "good" in routing.explain()
+
+
+ANSWER = threading.Event()
+
+
+class SlowToAnswer(LocalExecutor):
+    """Publishes a calibration epoch, but only once ``ANSWER`` is set."""
+
+    def status(self) -> ExecutorStatus:
+        ANSWER.wait(30)
+        return ExecutorStatus(executor=self.label, calibration=Calibration(epoch="cal-1"))
+
+
+def test_no_cache_before_the_calibration_epoch_is_known():
+    ANSWER.clear()
+    cluster = qf.QuantumCluster(executors=[SlowToAnswer(name="chip", shots=100, seed=3)],
+                                cache=True)
+    tape = QuantumScript([qml.RX(0.4, 0)], [qml.counts(wires=0)], shots=100)
+    try:
+        first = cluster.execute([tape])  # the status refresh has not answered yet
+        assert not first.metadata.cache_hit
+        assert not cluster.execute([tape]).metadata.cache_hit  # nothing was stored
+    finally:
+        ANSWER.set()
+    cluster.member_status(refresh=True)
+    stored = cluster.execute([tape])
+    again = cluster.execute([tape])
+    assert not stored.metadata.cache_hit and again.metadata.cache_hit
+    assert dict(again[0]) == dict(stored[0])

@@ -499,14 +499,24 @@ class QuantumCluster(QuantumExecutor):
         """The executor that will run ``tapes`` (``exclude``: member indices to avoid;
         ``capable``: the members that can run them, default: asked here; ``credit``: a
         charge of this batch that moves with it, so the budget allows that much more)."""
+        return self._route_one(tapes, exclude, capable, credit)[0]
+
+    def _route_one(
+        self,
+        tapes: Sequence[QuantumScript],
+        exclude: AbstractSet[int] = frozenset(),
+        capable: frozenset[int] | None = None,
+        credit: float = 0.0,
+    ) -> tuple[QuantumExecutor, Decision | None]:
+        """:meth:`select`, with the decision that explains the choice (None: a selector)."""
         if capable is None:
             capable = self.capable(tapes)
         if self._policy is not None or self.budget is not None:
-            return self._routes(tapes, capable, exclude, top=1, credit=credit)[0][0]
+            return self._routes(tapes, capable, exclude, top=1, credit=credit)[0]
         candidates = self._candidates(set(exclude), capable)
         chosen = self._select(tapes, candidates)
         self._index(chosen)  # raises SelectorError for a foreign executor
-        return chosen
+        return chosen, None
 
     # -- policies, budgets, status -------------------------------------------------------
 
@@ -677,10 +687,17 @@ class QuantumCluster(QuantumExecutor):
         ):
             return None  # sampled results are cached only when asked (cache=True)
         epoch = None
-        board = self._runtime.get("board")
-        if board is not None:
-            calibration = board.statuses[self._index(member)].calibration
-            epoch = calibration.epoch if calibration is not None else None
+        if type(member).status is not QuantumExecutor.status:  # it publishes calibrations
+            # The key needs its calibration epoch as last published; before the first status
+            # answer it is unknown, and a result keyed on a guess could outlive a
+            # recalibration: no cache for this batch, and the status refresh starts.
+            self._fleet()
+            board: StatusBoard = self._runtime["board"]
+            board.start()
+            status = board.last_known()[self._index(member)]
+            if status is None:
+                return None
+            epoch = status.calibration.epoch if status.calibration is not None else None
         return batch_key(
             circuits,
             backend=f"{type(member).__name__}:{member.backend_description}",
@@ -1099,11 +1116,11 @@ class QuantumCluster(QuantumExecutor):
                 # An unsent charge moves with the batch: the budget allows that much more.
                 credit = 0.0 if sent.is_set() or chunk.charge is None else chunk.charge.cost
                 with telemetry.phase(chunk.prepared, "route", self):  # failover
-                    target = self.select(
-                        chunk.tapes, exclude=tried, capable=chunk.capable, credit=credit
-                    )
+                    target, decision = self._route_one(chunk.tapes, tried, chunk.capable, credit)
                 if target is not member:
                     chunk = await self._prepare_elsewhere(target, chunk)
+                if decision is not None:  # metadata.routing explains where it ran, and why
+                    chunk = dataclasses.replace(chunk, decision=decision)
                 if target is not member or sent.is_set():  # a new submission: charge it
                     try:
                         chunk = await asyncio.to_thread(self._charge_moved, chunk, sent.is_set())
