@@ -85,7 +85,10 @@ def test_from_id_across_processes():
     GATE.clear()
     with qf.ExecutionSession(QASM, qf.ExecutionPreferences(backend=GatedExecutor())) as es:
         mine = es.submit_estimate(H, [{"t": 0.5}, {"t": 0.6}])
+    # The first process to ask finishes the backend's raw output, so it builds the job's
+    # executor again: the reader can import this module's GatedExecutor.
     reader = spawn(f"""
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
         job = qf.ExecutionJob.from_id({mine.id!r})
         assert job.poll(timeout_sec=0.5).value in ("QUEUED", "RUNNING"), job.status
         print("waiting", flush=True)

@@ -448,7 +448,7 @@ def test_locked_job_store(home, monkeypatch):
 
 class ExplodingBackend(qf.LocalExecutor):
     async def collect(self, job):
-        job.close()  # LocalExecutor's job is a coroutine (the latency sleep)
+        job.cancel()  # LocalExecutor's job is a task (the latency sleep)
         raise RuntimeError("the backend exploded")
 
 

@@ -4,6 +4,7 @@ from qfleet.cluster.cluster import (
     ClusterRunMetadata,
     ExecutorHealth,
     QuantumCluster,
+    RawPart,
     SelectorError,
 )
 from qfleet.cluster.idempotency import IdempotencyKeyError, idempotent
@@ -32,6 +33,7 @@ __all__ = [
     "Policy",
     "QuantumCluster",
     "RandomSelector",
+    "RawPart",
     "SelectorError",
     "idempotent",
 ]

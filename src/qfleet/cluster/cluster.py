@@ -150,6 +150,21 @@ class _Stats:
 
 
 @dataclasses.dataclass(frozen=True)
+class RawPart:
+    """One part of a cluster batch's raw output (:meth:`QuantumCluster.raw_parts`)."""
+
+    member: int
+    """The index in ``executors`` of the member that ran it (or whose results were cached)."""
+    tapes: tuple[QuantumScript, ...]
+    prepared: Prepared
+    """The member's preparation of ``tapes``, which finishes ``output``."""
+    cached: tuple | None
+    """Results from the result cache (then ``output`` is None: nothing ran)."""
+    output: BatchResult | None
+    """The member's raw output."""
+
+
+@dataclasses.dataclass(frozen=True)
 class _Chunk:
     """Part of a batch: the cluster-level tapes and their preparation for one member."""
 
@@ -877,6 +892,16 @@ class QuantumCluster(QuantumExecutor):
                 self._ledger().cache(chunks[0].key, tuple(done))
             done.metadata = self._metadata(done.metadata, chunks)
         return done
+
+    def raw_parts(self, raw: Sequence[Any]) -> list[RawPart]:
+        """The parts of a batch's raw output (what the runner collected for a batch this
+        cluster prepared), in the order of the batch's tapes: who ran each, and how it is
+        finished (for keeping the raw output as data, e.g. a durable job)."""
+        return [
+            RawPart(self._index(chunk.prepared.executor), chunk.tapes, chunk.prepared,
+                    chunk.hit, out)
+            for chunk, out in raw
+        ]  # fmt: skip
 
     def finish(self, tapes: tuple[QuantumScript, ...], raw: Sequence[Any]) -> list[Any]:
         results: list[Any] = []

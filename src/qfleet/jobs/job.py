@@ -2,9 +2,12 @@
 
 A job runs on its executor through the process's background dispatcher (the same path as
 ``executor.run_later``): tapes are prepared on the caller's thread, submitted and collected
-on the loop; the backend's raw output is finished into results on a worker thread (with
-PennyLane's recording contexts made per thread) and written to the job store with the
-final status, so results outlive the process even if nobody asked for them.
+on the loop; the backend's raw output is written to the job store as JSON data
+(:mod:`qfleet.jobs.raw_json`) with the status COMPLETED as soon as it arrives, so it outlives
+the process even if nobody asked for it. It is finished into results (PennyLane
+post-processing: tape work) on the thread that first asks for them, in whatever process (the
+stored tapes are prepared again for the stored runner there), and the results are kept in
+the row, so that happens once.
 
 Ownership: the submitting process owns a job (host, pid, process start time) until it is
 final. When a process exits with jobs in flight it releases them; when it dies (``kill -9``)
@@ -16,6 +19,7 @@ process takes the job over: it re-attaches by backend job id where the executor 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from qfleet.errors import QFleetError
 from qfleet.jobs.store import FINAL, JobStore, Owner
+from qfleet.runtime.caller import serve_while_waiting, serve_while_waiting_async
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -56,6 +61,12 @@ class JobFailedError(JobError):
 
 class JobCancelledError(JobError):
     """The job was cancelled, so it has no results."""
+
+
+class ResultsNotFinishableError(JobError):
+    """The job completed, but this process cannot finish its backend's raw output into
+    results (its executor cannot be built or prepared here). The raw output stays in the
+    job store; ask where the executor can be built (the process that ran the job)."""
 
 
 class JobAlreadyFinishedError(JobError):
@@ -233,9 +244,11 @@ _exiting = False
 
 
 def _forget_after_fork() -> None:
-    global _running, _launched, _running_lock, _me
+    global _running, _launched, _running_lock, _me, _finish_lock
     _running = {}
     _launched = set()
+    _unfinished.clear()
+    _finish_lock = threading.Lock()
     _running_lock = threading.Lock()
     _me = None
 
@@ -249,6 +262,7 @@ def _release_at_exit() -> None:
     once instead of waiting to find this process dead."""
     global _exiting
     _exiting = True
+    _finish_kept()
     with _running_lock:
         items = list(_running.items())
     if not items:
@@ -440,15 +454,97 @@ def results_from_values(kind: str, parameters: list[dict[str, Any]], layout: lis
     return {"kind": kind, "items": items}
 
 
-def _finish(prepared: Any, raw: Any, kind: str, parameters: list, layout: list) -> str:
-    # Worker thread: PennyLane's recording contexts are per thread (see launch).
-    values = prepared.complete(raw)
-    return dumps(results_from_values(kind, parameters, layout, values))
+# -- raw output: stored as it arrives, finished when asked --------------------------------
+
+_UNFINISHED_KEPT = 64
+"""Raw outputs this process keeps in memory with their preparation, so finishing them here
+needs no second preparation (older ones are finished from the store)."""
+_unfinished: collections.OrderedDict[str, tuple[JobStore, Any, Any]] = collections.OrderedDict()
+_finish_lock = threading.Lock()
+"""One finishing at a time per process: PennyLane's recording contexts are shared."""
+
+
+def _raw_data(prepared: Any, raw: Any) -> dict[str, Any]:
+    """``raw`` as data: ``{"raw": ...}``, or for a cluster one entry per part, naming the
+    member (by position) whose preparation finishes it."""
+    from qfleet.cluster import QuantumCluster
+
+    cluster = prepared.executor
+    if not isinstance(cluster, QuantumCluster):
+        return {"raw": raw}
+    return {"parts": [
+        {"member": part.member, "label": part.prepared.executor.label,
+         "tapes": len(part.tapes), "cached": part.cached,
+         "output": None if part.output is None else _raw_data(part.prepared, part.output)}
+        for part in cluster.raw_parts(raw)
+    ]}
+
+
+def _stored_raw(prepared: Any, raw: Any) -> str:
+    """The raw output as the job store keeps it (loop side: data only, no tape work)."""
+    from qfleet.jobs import raw_json
+
+    return raw_json.dumps(_raw_data(prepared, raw))
+
+
+def _prepared_again(executor: Any, tapes: tuple, data: dict[str, Any], job_id: str
+                    ) -> list[tuple[Any, Any]]:
+    """(preparation, raw output) per piece of stored raw output, prepared again for the
+    executor that ran it; (None, results) for results a cluster took from its cache."""
+    from qfleet.executors.idempotency import idempotent
+
+    if "raw" in data:
+        with idempotent(f"job:{job_id}"):  # the key the job's first launch used
+            prepared = executor.prepare(tapes)
+        raw = data["raw"]
+        if prepared.num_outputs != len(raw):
+            raise JobError(
+                f"job {job_id}: {executor.label} prepares the stored tapes into "
+                f"{prepared.num_outputs} circuits now, but the backend returned "
+                f"{len(raw)} outputs; was the executor's configuration (config file) changed? "
+                f"Restore it to finish the job, or run the job again"
+            )
+        return [(prepared, raw)]
+    pieces: list[tuple[Any, Any]] = []
+    start = 0
+    for part in data["parts"]:
+        chunk = tapes[start : start + part["tapes"]]
+        start += part["tapes"]
+        if part["output"] is None:
+            pieces.append((None, part["cached"]))
+            continue
+        member = executor.executors[part["member"]]
+        pieces.extend(_prepared_again(member, chunk, part["output"], job_id))
+    return pieces
+
+
+def _remember_unfinished(store: JobStore, job_id: str, prepared: Any, raw: Any) -> None:
+    with _running_lock:
+        _unfinished[job_id] = (store, prepared, raw)
+        while len(_unfinished) > _UNFINISHED_KEPT:
+            _unfinished.popitem(last=False)
+
+
+def _take_unfinished(job_id: str) -> tuple[Any, Any] | None:
+    with _running_lock:
+        kept = _unfinished.pop(job_id, None)
+    return None if kept is None else kept[1:]
+
+
+def _finish_kept() -> None:
+    """Finish the raw output this process still holds (exit, on the main thread: a
+    caller's thread), so a job whose script never asked has results another process can
+    read without building its executor again."""
+    with _running_lock:
+        kept = [(job_id, store) for job_id, (store, _, _) in _unfinished.items()]
+    for job_id, store in kept:
+        with contextlib.suppress(Exception):  # it stays finishable from the store
+            ExecutionJob.from_id(job_id, store=store)._results_json()
 
 
 async def _drive(store: JobStore, job_id: str, owner: Owner, prepared: Any, post: tuple,
                  handle: Any = None) -> None:
-    """Submit (unless re-attached with ``handle``), wait, finish, write results. Loop thread."""
+    """Submit (unless re-attached with ``handle``), wait, write the raw output. Loop thread."""
     executor = prepared.executor
     try:
         if handle is None:
@@ -479,16 +575,20 @@ async def _drive(store: JobStore, job_id: str, owner: Owner, prepared: Any, post
                 await task
             raise
         raw = task.result()
-        results = await asyncio.to_thread(_finish, prepared, raw, *post)
+        # Data only (no tape work): results are finished on the thread that asks for them.
+        stored = await asyncio.to_thread(_stored_raw, prepared, raw)
         metadata = metadata_json(raw.metadata) if hasattr(raw, "metadata") else None
-        await asyncio.to_thread(
+        _remember_unfinished(store, job_id, prepared, raw)
+        completed = await asyncio.to_thread(
             store.update,
             job_id,
-            {"status": "COMPLETED", "ended_at": time.time(), "results": results,
+            {"status": "COMPLETED", "ended_at": time.time(), "raw_output": stored,
              "run_metadata": dumps(metadata)},
             active_only=True,
             owner=owner,
         )
+        if not completed:
+            _take_unfinished(job_id)
     except asyncio.CancelledError:
         if not _exiting:
             with contextlib.suppress(Exception):
@@ -514,16 +614,13 @@ async def _drive(store: JobStore, job_id: str, owner: Owner, prepared: Any, post
 def launch(store: JobStore, job_id: str, prepared: Any, post: tuple, handle: Any = None) -> _Run:
     """Start driving a prepared job on the background loop (caller's thread).
 
-    ``post`` = (kind, parameters, layout) for :func:`results_from_values`. The raw output
-    is finished into results on a worker thread as soon as it arrives, so the job store
-    holds results even if nobody asks for them before this process exits; PennyLane's
-    recording contexts are made per thread first (``make_queuing_thread_safe``), as the
-    cluster does when it prepares batches off the caller's thread.
+    ``post`` = (kind, parameters, layout) for :func:`results_from_values`, which the job's
+    row holds too. The raw output is stored as it arrives, so the job store holds it even
+    if nobody asks for results before this process exits; it is finished into results on
+    the thread that asks (:meth:`ExecutionJob.result`).
     """
     from qfleet.runtime import get_dispatcher
-    from qfleet.runtime.queuing import make_queuing_thread_safe
 
-    make_queuing_thread_safe()
     owner = current_owner()
     future = get_dispatcher().submit(_drive(store, job_id, owner, prepared, post, handle))
     run = _Run(future, prepared, store)
@@ -722,25 +819,32 @@ class ExecutionJob:
     def poll(self, timeout_sec: float | None = None) -> JobStatus:
         """Wait until the job is final or ``timeout_sec`` passed (None: no limit; 0: look
         once) and return its status. Takes over a job whose owner died."""
-        if timeout_sec is not None and timeout_sec < 0:
-            raise ValueError(f"timeout_sec must be >= 0 or None, got {timeout_sec}")
-        deadline = None if timeout_sec is None else time.monotonic() + timeout_sec
+        deadline = _deadline(timeout_sec)
         delay = 0.02
         while True:
-            row = self._refresh()
-            status = JobStatus(row["status"])
-            if status.is_final():
+            status, run, wait = self._look(deadline)
+            if status is not None:
                 return status
-            run = _active_run(self.id) or self._take_over_if_orphaned(row)
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return JobStatus(self._refresh()["status"])
             if run is not None:
-                wait = 0.5 if remaining is None else min(0.5, remaining)
-                concurrent.futures.wait([run.future], timeout=wait)
+                # The job's batch may need tape work (a cluster's failover): done here.
+                serve_while_waiting(run.future, wait)
             else:
-                time.sleep(delay if remaining is None else min(delay, remaining))
+                time.sleep(min(delay, wait))
                 delay = min(delay * 1.5, 0.5)
+
+    def _look(self, deadline: float | None) -> tuple[JobStatus | None, _Run | None, float]:
+        """One look at the job (caller's thread: a take-over prepares tapes): its status
+        if final or out of time, else the run to wait on (None: none in this process) and
+        for how long at most."""
+        row = self._refresh()
+        status = JobStatus(row["status"])
+        if status.is_final():
+            return status, None, 0.0
+        run = _active_run(self.id) or self._take_over_if_orphaned(row)
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return JobStatus(self._refresh()["status"]), None, 0.0
+        return None, run, 0.5 if remaining is None else min(0.5, remaining)
 
     def _take_over_if_orphaned(self, row: dict[str, Any]) -> _Run | None:
         previous = (row["owner_host"], row["owner_pid"], row["owner_started"])
@@ -808,9 +912,11 @@ class ExecutionJob:
         ``timeout_sec=0`` polls once. Raises JobNotFinishedError if the job is not finished
         in time (it goes on), JobFailedError / JobCancelledError for failed / cancelled jobs.
         """
-        status = self.poll(timeout_sec)
+        return self._result_of(self.poll(timeout_sec), timeout_sec)
+
+    def _result_of(self, status: JobStatus, timeout_sec: float | None) -> list[SavedResult]:
         if status is JobStatus.COMPLETED:
-            return self._saved_results()
+            return self._saved_results()  # finished here on first ask (tape work)
         if status is JobStatus.FAILED:
             raise JobFailedError(f"job {self.id} failed: {self.error}")
         if status is JobStatus.CANCELLED:
@@ -824,8 +930,60 @@ class ExecutionJob:
     def _results_json(self) -> dict[str, Any]:
         text = self._row.get("results") or self._refresh().get("results")
         if not text:
-            raise JobFailedError(f"job {self.id} completed without results")
+            text = self._finish()
         return json.loads(text)
+
+    def _finish(self) -> str:
+        """Finish the stored raw output into results on this thread (tape work) and keep
+        them in the row; the results text."""
+        with _finish_lock:
+            row = self._refresh()
+            if row.get("results"):
+                return row["results"]  # finished meanwhile (another thread or process)
+            if row["status"] != "COMPLETED" or not row.get("raw_output"):
+                raise JobFailedError(f"job {self.id} completed without results")
+            kind, parameters, layout = self._post()
+            kept = _take_unfinished(self.id)
+            pieces = [kept] if kept is not None else self._prepared_again(row)
+            try:
+                values: list[Any] = []
+                for prepared, raw in pieces:
+                    values.extend(raw if prepared is None else prepared.complete(raw))
+                results = dumps(results_from_values(kind, parameters, layout, values))
+            except Exception as exc:  # the output does not make results: as a failed run
+                error = f"{type(exc).__name__}: {exc}"
+                self._store.update(self.id, {"status": "FAILED", "error": error},
+                                   where="status = 'COMPLETED' AND results IS NULL")
+                self._refresh()
+                raise JobFailedError(f"job {self.id} failed: {error}") from exc
+            # Raw output is large (samples); once finished, the results are what is kept.
+            self._store.update(self.id, {"results": results, "raw_output": None},
+                               where="results IS NULL")
+            return self._refresh().get("results") or results
+
+    def _prepared_again(self, row: dict[str, Any]) -> list[tuple[Any, Any]]:
+        """The stored raw output with the stored tapes prepared again for the runner."""
+        from qfleet.jobs import raw_json
+
+        try:
+            data = raw_json.loads(row["raw_output"])
+            if not isinstance(data, dict) or not ({"raw"} <= data.keys() or "parts" in data):
+                raise raw_json.RawCodecError("it holds neither 'raw' nor 'parts'")
+        except raw_json.RawCodecError as exc:
+            raise self._store.row_error(
+                self.id, f"column raw_output: the backend's output cannot be read: {exc}; "
+                f"run the job again to get its results"
+            ) from exc
+        spec = json.loads(row.get("runner") or row["executor"])
+        try:
+            return _prepared_again(executor_from_spec(spec), _stored_tapes(row), data, self.id)
+        except Exception as exc:  # nothing is lost: another process may finish it
+            raise ResultsNotFinishableError(
+                f"job {self.id} completed, but its backend's output cannot be finished into "
+                f"results in this process: {type(exc).__name__}: {exc}. Ask for the results "
+                f"where its executor {spec.get('class')} can be built with its configuration "
+                f"(e.g. the process that ran the job), or run the job again"
+            ) from exc
 
     def _saved_results(self) -> list[SavedResult]:
         data = self._results_json()
@@ -887,6 +1045,15 @@ class ExecutionJob:
         cancelled by id where the executor can (Classiq), and the process running it stops
         (at once if that is this process, else within a couple of seconds). Raises
         JobAlreadyFinishedError if the job already finished."""
+        backend_cancel = self._cancel_here(self._mark_cancelled())
+        if backend_cancel is not None:
+            from qfleet.runtime import get_dispatcher
+
+            with contextlib.suppress(Exception):
+                get_dispatcher().run(backend_cancel, timeout=_CANCEL_WAIT_S)
+        self._refresh()
+
+    def _mark_cancelled(self) -> dict[str, Any]:
         row = self._refresh()
         if JobStatus(row["status"]).is_final():
             raise JobAlreadyFinishedError(
@@ -903,27 +1070,28 @@ class ExecutionJob:
             raise JobAlreadyFinishedError(
                 f"job {self.id} finished ({row['status']}) before it could be cancelled"
             )
+        return row
+
+    def _cancel_here(self, row: dict[str, Any]) -> Any:
+        """Stop this process's run of the job; else the coroutine that cancels the backend's
+        jobs by id (None: nothing to do). Caller's thread: re-attaching prepares tapes."""
         run = _active_run(self.id)
         if run is not None:
             run.future.cancel()
-        else:
-            # Another process owns it (it stops at its next heartbeat), or nobody does:
-            # cancel the backend's jobs by id now where the executor can.
-            self._cancel_backend_jobs(row)
-        self._refresh()
-
-    def _cancel_backend_jobs(self, row: dict[str, Any]) -> None:
+            return None
+        # Another process owns it (it stops at its next heartbeat), or nobody does:
+        # cancel the backend's jobs by id now where the executor can.
         job_ids = json.loads(row["backend_job_ids"] or "[]")
         if not job_ids or not row.get("runner"):
-            return
-        with contextlib.suppress(Exception):
+            return None
+        try:
             runner = executor_from_spec(json.loads(row["runner"]))
             if not runner.can_attach:
-                return
-            from qfleet.runtime import get_dispatcher
-
+                return None
             handle = runner.reattach(_stored_tapes(row), tuple(job_ids))
-            get_dispatcher().run(runner.cancel(handle.job), timeout=30)
+        except Exception:
+            return None
+        return runner.cancel(handle.job)
 
     def rename(self, name: str) -> None:
         """Give the job a new name."""
@@ -985,27 +1153,48 @@ class ExecutionJob:
         cost = job_cost(self._refresh(), self._store)
         return cost if verbose else f"{cost.total_cost:g} {cost.currency_code}"
 
-    # The *_async forms run the blocking call on a worker thread, so they can be awaited
-    # inside a running event loop (Jupyter) without blocking it.
+    # The *_async forms can be awaited inside a running event loop (Jupyter) without
+    # blocking it: the waiting (and store-only calls) go to a worker thread; the tape work
+    # (taking over an orphaned job, finishing raw output, re-attaching to cancel) stays on
+    # the caller's thread, which runs the caller's loop.
 
     @classmethod
     async def from_id_async(cls, id: str, *, store: JobStore | None = None) -> ExecutionJob:
         return await _off_loop(cls.from_id, id, store=store)
 
     async def result_async(self, timeout_sec: float | None = None) -> list[SavedResult]:
-        return await _off_loop(self.result, timeout_sec)
+        return self._result_of(await self.poll_async(timeout_sec), timeout_sec)
 
     async def poll_async(self, timeout_sec: float | None = None) -> JobStatus:
-        return await _off_loop(self.poll, timeout_sec)
+        deadline = _deadline(timeout_sec)
+        delay = 0.02
+        while True:
+            status, run, wait = self._look(deadline)
+            if status is not None:
+                return status
+            if run is not None:
+                await serve_while_waiting_async(run.future, wait)
+            else:
+                await asyncio.sleep(min(delay, wait))
+                delay = min(delay * 1.5, 0.5)
 
     async def rename_async(self, name: str) -> None:
         await _off_loop(self.rename, name)
 
     async def cancel_async(self) -> None:
-        await _off_loop(self.cancel)
+        backend_cancel = self._cancel_here(await _off_loop(self._mark_cancelled))
+        if backend_cancel is not None:
+            from qfleet.runtime import get_dispatcher
+
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.wrap_future(get_dispatcher().submit(
+                    backend_cancel)), _CANCEL_WAIT_S)
+        await _off_loop(self._refresh)
 
     async def get_minimization_result_async(self, timeout_sec: float | None = None) -> Any:
-        return await _off_loop(self.get_minimization_result, timeout_sec)
+        if self.kind != "minimize":
+            raise ResultKindError(f"job {self.id} is a {self.kind} job, not a minimization")
+        return (await self.result_async(timeout_sec))[0].value
 
     def resume(self, *, cost_function: Any = None, program: Any = None) -> ExecutionJob:
         """Go on with a minimization whose process died (or that failed for want of code),
@@ -1023,10 +1212,18 @@ class ExecutionJob:
 
 
 async def _off_loop(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from qfleet.runtime.queuing import make_queuing_thread_safe
-
-    make_queuing_thread_safe()  # a take-over builds tapes on the worker thread
+    """A call that only reads or writes the job store, on a worker thread (no tape work)."""
     return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def _deadline(timeout_sec: float | None) -> float | None:
+    if timeout_sec is not None and timeout_sec < 0:
+        raise ValueError(f"timeout_sec must be >= 0 or None, got {timeout_sec}")
+    return None if timeout_sec is None else time.monotonic() + timeout_sec
+
+
+_CANCEL_WAIT_S = 30.0
+"""Seconds ``cancel`` waits for a backend to confirm cancelling its jobs."""
 
 
 def get_execution_jobs(offset: int = 0, limit: int = 50) -> list[ExecutionJob]:

@@ -497,7 +497,10 @@ class _Driver:
     def start(self) -> Any:
         from qfleet.runtime.queuing import make_queuing_thread_safe
 
-        make_queuing_thread_safe()  # the evaluations' tapes are built on the driver thread
+        # Inherent, so it stays: a background minimization runs the user's optimizer on a
+        # thread of its own, and each evaluation's tapes are built there while the caller's
+        # thread may build tapes of its own.
+        make_queuing_thread_safe()
         future: concurrent.futures.Future = concurrent.futures.Future()
         future.set_running_or_notify_cancel()
         run = track(self.store, self.job_id, future)

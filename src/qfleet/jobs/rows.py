@@ -90,6 +90,7 @@ class FullRow(_Row):
     run_metadata: str | None = None
     results: str | None = None
     checkpoint: str | None = None  # "minimize" jobs: see qfleet.jobs.minimize
+    raw_output: str | None = None  # the backend's output until results are finished from it
 
     @field_validator("executor", "runner", "preferences", "layout", "run_metadata", "checkpoint")
     @classmethod
@@ -112,6 +113,18 @@ class FullRow(_Row):
         document = json.loads(value)
         if not isinstance(document, dict) or document.get("format") != "qfleet.tapes":
             raise ValueError("is not qfleet's tape document (JSON with format 'qfleet.tapes')")
+        return value
+
+    @field_validator("raw_output")
+    @classmethod
+    def _raw_output(cls, value: str | None) -> str | None:
+        # Only the envelope here (every read validates); the data is decoded when finished.
+        if value is not None:
+            from qfleet.jobs.raw_json import FORMAT
+
+            document = json.loads(value)
+            if not isinstance(document, dict) or document.get("format") != FORMAT:
+                raise ValueError(f"is not qfleet's raw-output document (format {FORMAT!r})")
         return value
 
     @field_validator("results")

@@ -8,7 +8,8 @@ bound circuits (PennyLane tapes as versioned JSON data, :mod:`qfleet.circuits.ta
 never pickles: reading the store back never runs code), parameters, preferences, the
 executor's configuration *without secrets* (tokens are never written: an executor rebuilt
 from a row reads its token from the config file or environment again), backend job ids,
-status, the owning process and the finished results (JSON).
+status, the owning process, the backend's raw output as it arrived (JSON data,
+:mod:`qfleet.jobs.raw_json`) and the results finished from it when first asked for (JSON).
 
 Every status change is a conditional UPDATE (``WHERE status IN (QUEUED, RUNNING) AND owner =
 me``), so a process that lost ownership (it was presumed dead and another process took the
@@ -83,13 +84,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     session_id TEXT,
     program_id TEXT,
     parent_id TEXT,
-    checkpoint TEXT
+    checkpoint TEXT,
+    raw_output TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 """
-#: Columns added after schema 2 (sessions, minimizations): nullable, so an older store gets
-#: them by ALTER TABLE on first open, without a schema version of their own.
-_ADDED = ("session_id", "program_id", "parent_id", "checkpoint")
+#: Columns added after schema 2 (sessions, minimizations, raw output): nullable, so an older
+#: store gets them by ALTER TABLE on first open, without a schema version of their own.
+_ADDED = ("session_id", "program_id", "parent_id", "checkpoint", "raw_output")
 _COLUMNS = (
     "seq", "id", "name", "kind", "status", "created_at", "started_at", "ended_at", "backend",
     "executor", "runner", "program_kind", "program", "parameters", "batch", "preferences",
@@ -508,13 +510,16 @@ class JobStore:
         data = dict(row)
         problem = validate_row(model, data)
         if problem is not None:
-            job = data.get("id")
-            raise JobStoreRowError(
-                f"job {job!r} in the job store {self.path} is not a valid job row ({problem}): "
-                f"the file was altered or damaged. Remove the row (sqlite3 {self.path} "
-                f"\"DELETE FROM jobs WHERE id = '<id>'\"), or {self._backup_hint()}"
-            )
+            raise self.row_error(data.get("id"), problem)
         return data
+
+    def row_error(self, job_id: Any, problem: str) -> JobStoreRowError:
+        """The error for job ``job_id``'s row holding what qfleet does not write."""
+        return JobStoreRowError(
+            f"job {job_id!r} in the job store {self.path} is not a valid job row ({problem}): "
+            f"the file was altered or damaged. Remove the row (sqlite3 {self.path} "
+            f"\"DELETE FROM jobs WHERE id = '<id>'\"), or {self._backup_hint()}"
+        )
 
     def insert(self, row: Mapping[str, Any]) -> None:
         """Add a job row. Values are data: text, numbers or None (``tapes``: the JSON of

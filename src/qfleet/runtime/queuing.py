@@ -4,7 +4,11 @@ PennyLane's QueuingManager keeps the active recording contexts in one class-leve
 shared by all threads: an operator created by a simulation on a worker thread is appended to
 whatever tape the caller's thread is recording (DESIGN.md measured 26 lost operations in 3000
 tapes). qfleet keeps all tape construction on the caller's thread; where simulations must run
-on worker threads (LocalExecutor(parallel="thread")), this makes the contexts per thread.
+on worker threads (LocalExecutor(parallel="thread"), DaskExecutor's threaded workers in
+this process, a background minimization's optimizer thread), this makes the contexts per
+thread. Nothing else installs it: tape work the background loop needs is done by a thread
+waiting in qfleet (:mod:`qfleet.runtime.caller`), durable jobs finish their raw output on the
+thread that asks for results.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ from pennylane.queuing import QueuingManager
 
 _installed = False
 _install_lock = threading.Lock()
+
+
+def is_installed() -> bool:
+    """Whether :func:`make_queuing_thread_safe` has patched PennyLane in this process."""
+    return _installed
 
 
 def make_queuing_thread_safe() -> None:
