@@ -113,6 +113,21 @@ def test_fleet_cards_and_no_secret(store):
     assert "status check failed: connection refused by the backend" in cards["down"]
     assert re.search(r"<dt>available</dt><dd>no", cards["down"])
     assert "s3cr3t-t0ken" not in html
+    # No durable job ran yet: the job store's count is 0 beside this process's batches.
+    assert re.search(r'<dd class="stored">0</dd>', cards["fast"])
+
+
+def test_fleet_cards_count_the_job_stores_completed_jobs_per_member(store):
+    cluster = QuantumCluster(executors=[LocalExecutor(name="fast")], name="lab")
+    with ExecutionSession(BELL, ExecutionPreferences(num_shots=50, backend=cluster)) as es:
+        for _ in range(3):
+            es.submit_sample().result(timeout_sec=60)
+    # Another process (the dashboard) sees the jobs the store holds, not its own counters.
+    elsewhere = QuantumCluster(executors=[LocalExecutor(name="fast")], name="lab")
+    html = client(clusters=[elsewhere]).get("/fleet").text
+    card = dict(re.findall(r"<h3>([^<]+)</h3>(.*?)</article>", html, re.S))["fast"]
+    assert re.search(r"<dt>done</dt><dd>0</dd>", card)
+    assert re.search(r'<dd class="stored">3</dd>', card)
 
 
 def test_served_from_a_program_shows_its_live_cluster(store):

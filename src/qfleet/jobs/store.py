@@ -553,6 +553,15 @@ class JobStore:
     def count(self) -> int:
         return self._run("SELECT count(*) FROM jobs").fetchone()[0]
 
+    def completed_by_executor(self) -> dict[str, int]:
+        """Completed jobs per executor that ran them (the run metadata's ``executor``: for a
+        cluster's job, the member)."""
+        rows = self._run(
+            "SELECT json_extract(run_metadata, '$.executor'), count(*) FROM jobs "
+            "WHERE status = 'COMPLETED' AND json_valid(run_metadata) GROUP BY 1"
+        ).fetchall()
+        return {name: count for name, count in rows if isinstance(name, str)}
+
     def update(self, job_id: str, fields: Mapping[str, Any], *, active_only: bool = False,
                owner: Owner | None = None, where: str = "",
                where_params: Iterable[Any] = ()) -> bool:

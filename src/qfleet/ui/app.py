@@ -129,7 +129,7 @@ def create_app(clusters: list[Any] | None = None, *, token: str | None = None,
             _import_backends()
             if fleet is None:
                 fleet = configured_clusters()
-        cards = views.fleet_cards(fleet)
+        cards = views.fleet_cards(fleet, _completed_jobs())
         spends = [_spend(c) for c in fleet]
         return render(request, "fleet.html", cards=cards, clusters=fleet, spends=spends,
                       live=True)
@@ -223,6 +223,18 @@ def _as_clusters(items: list[Any]) -> list[Any]:
     from qfleet.cluster import QuantumCluster
 
     return [i if isinstance(i, QuantumCluster) else QuantumCluster(executors=[i]) for i in items]
+
+
+def _completed_jobs() -> dict[str, int] | None:
+    """Completed jobs per executor in the job store; None when the store cannot be read (the
+    jobs page says why)."""
+    from qfleet.jobs import JobStore
+    from qfleet.jobs.store import JobStoreError
+
+    try:
+        return JobStore.default().completed_by_executor()
+    except JobStoreError:
+        return None
 
 
 def _spend(cluster: Any) -> str:

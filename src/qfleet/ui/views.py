@@ -263,11 +263,14 @@ def price_text(price: Any) -> str:
     return " + ".join(p for p in parts if p) or f"free ({price.currency})"
 
 
-def fleet_cards(clusters: list[Any]) -> list[dict[str, Any]]:
+def fleet_cards(
+    clusters: list[Any], stored: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
     """One card per executor of each cluster, all from ``health()`` (no I/O: the cluster
     refreshes its members' status in the background): breaker state, in flight, done,
     failures, latency mean and percentiles, and from the last known status availability,
-    queue, wait and price (unknown until the first refresh answered)."""
+    queue, wait and price (unknown until the first refresh answered); ``stored``: completed
+    jobs per executor in the job store (any process's), shown beside this process's own."""
     cards = []
     for c, cluster in enumerate(clusters):
         health = cluster.health()
@@ -277,6 +280,7 @@ def fleet_cards(clusters: list[Any]) -> list[dict[str, Any]]:
                 "cluster": cluster.label, "cluster_index": c,
                 "executor": label, "backend": member.backend_description,
                 "state": h.state, "in_flight": h.in_flight, "done": h.done,
+                "stored": "-" if stored is None else stored.get(label, 0),
                 "failed": h.failed, "latency": seconds(h.mean_latency),
                 "p50": seconds(h.p50_latency), "p90": seconds(h.p90_latency),
                 "p99": seconds(h.p99_latency),
