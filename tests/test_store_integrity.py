@@ -249,6 +249,18 @@ def test_a_tampered_row_is_a_typed_error_naming_the_job(column, value, message):
     assert job.id in str(info.value) and "DELETE FROM jobs" in str(info.value)
 
 
+def test_text_that_is_not_utf8_is_a_store_error_when_listing_too(home):
+    job = completed_job()
+    conn = sqlite3.connect(JobStore.default().path)
+    # A flipped byte: the column's text no longer decodes (sqlite fails in the fetch).
+    conn.execute("UPDATE jobs SET name = CAST(X'6A6F62FF31' AS TEXT) WHERE id = ?", (job.id,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(JobStoreError, match="UTF-8") as info:
+        qf.get_execution_jobs()
+    assert str(JobStore.default().path) in str(info.value)
+
+
 def test_tampered_tapes_naming_a_foreign_class_are_not_run(home):
     job = completed_job()
     tapes = json.loads(JobStore.default().get(job.id)["tapes"])

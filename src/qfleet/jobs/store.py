@@ -30,6 +30,7 @@ destroyed. Stores of schema 1 (pickled tapes) are migrated on first open, after 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import sqlite3
@@ -105,6 +106,20 @@ _LISTED = (
     "num_shots", "batch", "error", "backend_job_ids", "owner_host", "owner_pid",
     "owner_started", "heartbeat", "session_id", "program_id", "parent_id",
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fetched:
+    """A statement's rows, all read, and how many rows it changed."""
+
+    rows: list[Any]
+    rowcount: int
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
 
 
 class JobStoreError(QFleetError, RuntimeError):
@@ -412,10 +427,12 @@ class JobStore:
             conn.execute("ROLLBACK")
             raise
 
-    def _run(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+    def _run(self, sql: str, params: Iterable[Any] = ()) -> _Fetched:
         conn = self._connection()
         try:
-            return conn.execute(sql, tuple(params))
+            # Rows are fetched here: reading a damaged row fails in the fetch, not the execute.
+            cursor = conn.execute(sql, tuple(params))
+            return _Fetched(cursor.fetchall(), cursor.rowcount)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         except UnicodeEncodeError as exc:
