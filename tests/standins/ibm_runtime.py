@@ -20,8 +20,10 @@ RuntimeDecoder, run on Aer); GET /api/v1/jobs/{id}, /results (RuntimeEncoder), /
 POST /api/v1/jobs/{id}/cancel; DELETE /api/v1/jobs/{id}; POST /api/v1/sessions; GET/PATCH
 /api/v1/sessions/{id}; DELETE /api/v1/sessions/{id}/close.
 
-Backends: ``ibm_manila`` (FakeManila's configuration and properties; runs noiseless on Aer)
-and ``ibm_manila_noisy`` (the same, with FakeManila's noise model).
+Backends: ``ibm_manila`` (FakeManila's configuration and properties; runs noiseless on Aer),
+``ibm_manila_noisy`` (the same, with FakeManila's noise model) and ``ibm_guadalupe``
+(FakeGuadalupe's 16 qubits, noiseless: for circuits wider than Manila's 5 qubits, e.g.
+PennyLane's device suite, as IBM's own backends are far wider).
 
 Test controls (no auth) under ``/__standin__``: GET ``stats``; POST ``reset``; POST ``faults``
 with any of ``{"fail_jobs": [reason, ...]}`` (the next jobs fail with these reasons),
@@ -56,20 +58,23 @@ PLAN_ID = "standin-open-plan"
 JWT_SECRET = "qfleet-standin-signing-key-0123456789abcdef"
 TOKEN_LIFETIME = 3600
 
-BACKENDS = {"ibm_manila": False, "ibm_manila_noisy": True}  # name -> noisy
+#: name -> (the fake backend whose configuration and properties it serves, noisy)
+BACKENDS = {"ibm_manila": ("manila", False), "ibm_manila_noisy": ("manila", True),
+            "ibm_guadalupe": ("guadalupe", False)}
 
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _fake_manila_files() -> tuple[dict, dict]:
-    import qiskit_ibm_runtime.fake_provider.backends.manila as manila
+def _fake_files(family: str) -> tuple[dict, dict]:
+    import importlib
 
-    folder = os.path.dirname(manila.__file__)
-    with open(os.path.join(folder, "conf_manila.json")) as fh:
+    module = importlib.import_module(f"qiskit_ibm_runtime.fake_provider.backends.{family}")
+    folder = os.path.dirname(module.__file__ or "")
+    with open(os.path.join(folder, f"conf_{family}.json")) as fh:
         conf = json.load(fh)
-    with open(os.path.join(folder, "props_manila.json")) as fh:
+    with open(os.path.join(folder, f"props_{family}.json")) as fh:
         props = json.load(fh)
     return conf, props
 
@@ -80,7 +85,7 @@ class State(FaultState):
     def __init__(self, api_key: str) -> None:
         super().__init__(workers=2)
         self.api_key = api_key
-        self.conf, self.props = _fake_manila_files()
+        self.files = {family: _fake_files(family) for family, _ in set(BACKENDS.values())}
         self._simulators: dict[str, Any] = {}
         self.reset()
 
@@ -97,7 +102,7 @@ class State(FaultState):
             if sim is None:
                 from qiskit_aer import AerSimulator
 
-                if BACKENDS[backend]:
+                if BACKENDS[backend][1]:
                     from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
                     sim = AerSimulator.from_backend(FakeManilaV2())
@@ -283,19 +288,21 @@ class Handler(FaultHandler):
         parts = [p for p in path.split("/") if p]
         method = self.command
         if parts == ["backends"] and method == "GET":
-            devices = [{"name": name, "status": {"name": "online"}, "qubits": 5,
-                        "processor_type": {"family": "Canary"}} for name in BACKENDS]
+            devices = [{"name": name, "status": {"name": "online"},
+                        "qubits": state.files[family][0]["n_qubits"],
+                        "processor_type": {"family": "Canary"}}
+                       for name, (family, _) in BACKENDS.items()]
             return self._send(200, {"devices": devices})
         if len(parts) == 3 and parts[0] == "backends" and method == "GET":
             name, what = parts[1], parts[2]
             if name not in BACKENDS:
                 return self._error(404, f"backend {name} not found", 1216)
             if what == "configuration":
-                conf = json.loads(json.dumps(state.conf))
+                conf = json.loads(json.dumps(state.files[BACKENDS[name][0]][0]))
                 conf["backend_name"] = name
                 return self._send(200, conf)
             if what == "properties":
-                props = json.loads(json.dumps(state.props))
+                props = json.loads(json.dumps(state.files[BACKENDS[name][0]][1]))
                 props["backend_name"] = name
                 return self._send(200, props)
             if what == "status":

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pennylane.tape import QuantumScript
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from qfleet.errors import ConfigError, ExecutorError, QFleetError
+from qfleet.errors import ConfigError, ExecutorError, QFleetError, UnsupportedCircuitError
 from qfleet.executors.base import (
     SAMPLING_MEASUREMENTS,
     Capabilities,
@@ -293,8 +293,12 @@ class QiskitExecutor(QuantumExecutor):
         # IBM backends only sample: tapes without shots run with default_shots (warned).
         from qfleet.circuits.qasm import QASM2_GATES
 
+        # The backend's width once this process has fetched it (each submission checks it
+        # too, before anything is sent: the first one fetches the backend).
+        backend = registry().known_backend(self._account(), self.backend_name)
         common: dict[str, Any] = dict(
             analytic=False,
+            max_wires=getattr(backend, "num_qubits", None),
             native_gates=QASM2_GATES,
             mid_circuit_measurements=False,
             default_shots=self.default_shots,
@@ -448,6 +452,13 @@ class QiskitExecutor(QuantumExecutor):
         adapter = ADAPTERS[self.primitives]
         options = self._primitive_options()
         circuits = [pub.circuit for pub in work.pubs]
+        width = max((c.num_qubits for c in circuits), default=0)
+        qubits = getattr(reg.backend(account, self.backend_name), "num_qubits", None)
+        if qubits is not None and width > qubits:
+            raise UnsupportedCircuitError(
+                f"{self.label}: a circuit uses {width} qubits, backend {self.backend_name!r} "
+                f"has {qubits}; choose a larger backend or use fewer wires"
+            )
         if self.local_transpile:
             pm = reg.pass_manager(account, self.backend_name, self.optimization_level, self.seed)
             circuits = pm.run(circuits, num_processes=1)

@@ -175,6 +175,12 @@ class Registry:
                 self.backends[key] = backend
             return backend
 
+    def known_backend(self, account: Account | None, name: str) -> Any:
+        """The backend if this process has fetched it already, else None (no network call:
+        capabilities ask on every batch's path)."""
+        with self.lock:
+            return self.backends.get((account, name))
+
     def mode(self, account: Account | None, backend_name: str, mode: str,
              max_time: int | str | None):
         """The Session/Batch to run in (opened on first use), or the backend for job mode."""
