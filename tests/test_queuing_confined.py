@@ -245,7 +245,7 @@ def test_raw_output_round_trips_exactly(value):
 
 def test_classiq_exact_values_round_trip():
     classiq = pytest.importorskip("qfleet.executors.classiq")
-    observed = classiq._Observed((0.5, -0.25), (("expval", 0), ("var", 0, 1)))
+    observed = classiq.ObservedValues((0.5, -0.25), (("expval", 0), ("var", 0, 1)))
     assert same(loads(dumps([observed])), [observed])
 
 

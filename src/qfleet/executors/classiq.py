@@ -83,7 +83,7 @@ class _Payload:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Observed:
+class ObservedValues:
     """Raw output of an exact circuit: the observed values and how they make its result."""
 
     values: tuple[float, ...]
@@ -296,7 +296,7 @@ class ClassiqExecutor(QuantumExecutor):
         """Sampled circuits: Classiq's counts (first wire first); exact ones: their values."""
         outputs: list[RawOutput] = []
         for _circuit, data in zip(circuits, raw, strict=True):
-            if isinstance(data, _Observed):
+            if isinstance(data, ObservedValues):
                 outputs.append(Values(_assemble(data)))
             else:
                 outputs.append(Counts(data))
@@ -413,10 +413,10 @@ class ClassiqExecutor(QuantumExecutor):
                     outputs.append({str(k): int(v) for k, v in counts.items()})
                 elif len(circuit.observables) > 1:
                     values = tuple(float(r.value) for r in remote.get_batch_estimate_result())
-                    outputs.append(_Observed(values, circuit.recipe))
+                    outputs.append(ObservedValues(values, circuit.recipe))
                 else:
                     values = (float(remote.get_estimate_result().value),)
-                    outputs.append(_Observed(values, circuit.recipe))
+                    outputs.append(ObservedValues(values, circuit.recipe))
         return outputs
 
     async def collect(self, job: _Job) -> list[Any]:
@@ -556,7 +556,7 @@ def _exact_observables(circuit: QuantumScript) -> tuple[tuple, tuple]:
     return tuple(observables), tuple(recipe)
 
 
-def _assemble(observed: _Observed) -> Any:
+def _assemble(observed: ObservedValues) -> Any:
     """An exact circuit's result in PennyLane's structure from its observed values."""
     values = observed.values
     results: list[Any] = []

@@ -51,7 +51,7 @@ ALLOWED = frozenset({
     "qfleet.circuits.cqasm:CqasmProgram",
     "qfleet.circuits.compile2300:CompiledProgram",
     "qfleet.protocols.p2300.messages:ExecuteResult",
-    "qfleet.executors.classiq:_Observed",
+    "qfleet.executors.classiq:ObservedValues",
 })
 
 
