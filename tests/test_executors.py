@@ -425,3 +425,48 @@ def test_shots_only_executor_takes_analytic_qnodes_when_it_has_shots():
     )
     with pytest.raises(qml.exceptions.DeviceError, match="state"):
         state()
+
+
+# -- sized simulator devices -----------------------------------------------------------------
+
+
+def test_exact_batches_on_wires_0_to_n_run_on_a_device_of_n_wires():
+    from qfleet.executors.local import sized_width
+
+    ops = [qml.RY(0.3, 0), qml.CNOT([0, 1]), qml.RX(0.2, 2)]
+    explicit = QuantumScript(ops, [qml.expval(qml.Z(2)), qml.probs(wires=[1, 0])])
+    assert sized_width([explicit, QuantumScript(ops[:2], [qml.expval(qml.Z(1))])]) == 3
+    implicit = QuantumScript(ops, [qml.probs()])  # over the device's wires: sized by the tape
+    assert sized_width([implicit]) is None
+    assert sized_width([explicit.copy(shots=100)]) is None  # the seed's stream stays one
+    assert sized_width([QuantumScript([qml.RX(0.1, 0), qml.RX(0.1, 5)],
+                                      [qml.expval(qml.Z(5))])]) is None  # not 0..n-1
+    assert sized_width([QuantumScript([qml.RX(0.1, "a")], [qml.expval(qml.Z("a"))])]) is None
+    m = qml.measure(0)
+    assert sized_width([QuantumScript([qml.RX(0.4, 0), m.measurements[0], qml.RX(0.2, 1)],
+                                      [qml.expval(qml.Z(1))])]) is None  # deferral adds wires
+    wide = QuantumScript([qml.Hadamard(w) for w in range(21)], [qml.expval(qml.Z(20))])
+    assert sized_width([wide]) is None
+
+
+@pytest.mark.parametrize("device", ["default.qubit", "lightning.qubit"])
+def test_sized_and_per_tape_devices_give_default_qubits_results(device):
+    ex = LocalExecutor(device=device)
+    tapes = [
+        QuantumScript([qml.RY(0.1 * k, w) for w in range(4)] + [qml.CNOT([w, w + 1])
+                      for w in range(3)], [qml.expval(qml.Z(0) @ qml.Z(3)), qml.state()])
+        for k in range(1, 4)
+    ]
+    from pennylane.measurements import StateMP
+
+    # state() names no wires: this batch runs sized by each tape; with its wires, on one
+    # device of 4 wires (the results must be the same).
+    every_wire = StateMP(wires=qml.wires.Wires(range(4)))
+    named = [t.copy(measurements=[t.measurements[0], every_wire]) for t in tapes]
+    reference = qml.execute(tapes, qml.device("default.qubit", wires=4))
+    for got, want in zip(ex.execute(tapes), reference, strict=True):
+        np.testing.assert_allclose(got[0], want[0], atol=1e-12)
+        np.testing.assert_allclose(got[1], want[1], atol=1e-12)
+    for got, want in zip(ex.execute(named), reference, strict=True):
+        np.testing.assert_allclose(got[0], want[0], atol=1e-12)
+        np.testing.assert_allclose(got[1], want[1], atol=1e-12)
