@@ -4,10 +4,10 @@ every offline executor, at --shots 10000 and (for executors with exact results) 
 Unseeded, as a user runs it. With a fixed seed, two Hermitian tests
 (test_multi_mode_hermitian_expectation, TestTensorExpval::test_hermitian) fail for many seeds
 on every sampler, plain default.qubit included (7 of seeds 1..10): a seed reused per circuit
-correlates the shot noise of the circuits one observable is split into. Nightly-style: about half an hour on 2 cores (the 2300
-emulator simulates the large templates slowly). CI runs a representative subset of the same
-suite per executor (tests/test_pl_suite_*.py) and the whole suite on the default
-LocalExecutor (tests/test_pl_device_suite.py).
+correlates the shot noise of the circuits one observable is split into. Nightly-style:
+about 40 minutes on 2 cores (the 2300 emulator simulates the large templates slowly: 1001 s).
+CI runs a representative subset of the same suite per executor (tests/test_pl_suite_*.py)
+and the whole suite on the default LocalExecutor (tests/test_pl_device_suite.py).
 
     .venv/bin/python bench/pl_device_suite.py [name ...]
 """
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from pl_suite import run_suite  # noqa: E402
+from pl_suite import run_suite, table_row
 
 
 def _free_port() -> int:
@@ -82,12 +82,7 @@ def main(selected: list[str]) -> None:
                 with tempfile.TemporaryDirectory() as work:
                     counts, output = run_suite(config, shots, Path(work), timeout=3600)
                 failed = counts.get("failed", 0) + counts.get("error", 0)
-                print(
-                    f"{name:42s} {shots:>6s}  {counts.get('passed', 0):6d} {failed:6d} "
-                    f"{counts.get('skipped', 0):7d} {counts.get('xfailed', 0):7d}  "
-                    f"{time.perf_counter() - started:7.0f}",
-                    flush=True,
-                )
+                print(table_row(name, shots, counts, time.perf_counter() - started), flush=True)
                 if failed:
                     tail = [line for line in output.splitlines() if line.startswith("FAILED")]
                     print("    " + "\n    ".join(tail[:20]))

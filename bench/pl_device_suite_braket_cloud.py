@@ -18,7 +18,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
-from pl_suite import run_suite  # noqa: E402
+from pl_suite import run_suite, table_row  # noqa: E402
 from standins.braket_service import BraketStack  # noqa: E402
 
 
@@ -32,12 +32,9 @@ def main(shots_list: list[str]) -> None:
                 counts, output = run_suite(stack.config_toml(), shots, Path(work), timeout=3600)
             tasks = len(stack.jobs())
             failed = counts.get("failed", 0) + counts.get("error", 0)
-            print(
-                f"{'BraketExecutor SV1 (stand-in)':28s} {shots:>6s}  {counts.get('passed', 0):6d} "
-                f"{failed:6d} {counts.get('skipped', 0):7d} {counts.get('xfailed', 0):7d}  "
-                f"{time.perf_counter() - started:7.0f} {tasks:5d}",
-                flush=True,
-            )
+            seconds = time.perf_counter() - started
+            print(f"{table_row('BraketExecutor SV1 (stand-in)', shots, counts, seconds, 28)} "
+                  f"{tasks:5d}", flush=True)
             if failed:
                 tail = [line for line in output.splitlines() if line.startswith("FAILED")]
                 print("    " + "\n    ".join(tail[:30]))

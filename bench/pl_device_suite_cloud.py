@@ -21,7 +21,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
-from pl_suite import run_suite  # noqa: E402
+from pl_suite import run_suite, table_row  # noqa: E402
 from pl_suite_cloud import STACKS, running  # noqa: E402
 
 
@@ -44,12 +44,8 @@ def main(argv: list[str] | None = None) -> None:
                     counts, output = run_suite(stack.config_toml(), shots, Path(work),
                                                subset=args.subset, timeout=3600)
                 failed = counts.get("failed", 0) + counts.get("error", 0)
-                print(
-                    f"{name:18s} {shots:>6s}  {counts.get('passed', 0):6d} {failed:6d} "
-                    f"{counts.get('skipped', 0):7d} {counts.get('xfailed', 0):7d}  "
-                    f"{time.perf_counter() - started:7.0f}",
-                    flush=True,
-                )
+                seconds = time.perf_counter() - started
+                print(table_row(name, shots, counts, seconds, width=18), flush=True)
                 if failed:
                     tail = [line for line in output.splitlines()
                             if line.startswith(("FAILED", "ERROR"))]

@@ -30,6 +30,15 @@ def _pl_device_test() -> str | None:
     return str(script) if script.exists() else shutil.which("pl-device-test")
 
 
+def table_row(name: str, shots: str, counts: dict[str, int], seconds: float,
+              width: int = 42) -> str:
+    """One line of a bench table: passed, failed (errors counted in), skipped, xfailed and
+    the seconds the run took."""
+    failed = counts.get("failed", 0) + counts.get("error", 0)
+    return (f"{name:{width}s} {shots:>6s}  {counts.get('passed', 0):6d} {failed:6d} "
+            f"{counts.get('skipped', 0):7d} {counts.get('xfailed', 0):7d}  {seconds:7.0f}")
+
+
 def summary(output: str) -> dict[str, int]:
     """pytest's final counts line ('389 passed, 45 skipped, 9 xfailed in 8s') as a dict."""
     lines = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed)", line)]
