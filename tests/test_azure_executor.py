@@ -238,7 +238,7 @@ def test_batch_submit_returns_once_the_jobs_exist_and_reattaches_by_id(server):
     assert abs(results[1][0] - np.cos(0.1) ** 2) < 5 * 0.5 / np.sqrt(500)
     assert len(server.jobs()) == 2  # nothing was submitted again
 
-    with pytest.raises(ExecutorError, match="3 Azure job ids for 2 circuits"):
+    with pytest.raises(ExecutorError, match="3 Azure job ids for 2 jobs of this batch"):
         fresh.reattach(tapes, [*handle.job_ids, "extra"])
 
 

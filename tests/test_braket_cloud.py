@@ -214,7 +214,7 @@ def test_batch_submit_then_reattach_by_task_arn(server):
     assert abs(results[0] - np.cos(0.7)) < 5 / np.sqrt(2000)
     np.testing.assert_allclose(results[1], [np.cos(0.1) ** 2, np.sin(0.1) ** 2], atol=1e-10)
     assert len(server.jobs()) == 2  # nothing was submitted again
-    with pytest.raises(ExecutorError, match="3 Braket task ARNs for 2 circuits"):
+    with pytest.raises(ExecutorError, match="3 Braket task ARNs for 2 jobs of this batch"):
         executor(server).reattach(tapes, [*handle.job_ids, "extra"])
 
 

@@ -369,7 +369,7 @@ def test_reattach_with_several_plan_circuits_and_runtime_jobs(server):
     assert abs(again[0][0] - np.cos(0.8)) < 5 / np.sqrt(2000)
     assert len(server.jobs()) == 3
 
-    with pytest.raises(ExecutorError, match="2 Runtime job ids for 1 Runtime jobs"):
+    with pytest.raises(ExecutorError, match="2 Runtime job ids for 1 jobs of this batch"):
         sampler.reattach(tapes, [remote_id, "extra"])
     with pytest.raises(ExecutorError, match="d0000000000000000000"):
         sampler.reattach(tapes, ["d0000000000000000000"])

@@ -201,7 +201,7 @@ def test_batch_submit_returns_once_enqueued_and_reattaches_by_job_id(server):
     assert abs(results[0] - np.cos(0.7)) < 5 / np.sqrt(1000)
     assert abs(results[1][0] - np.cos(0.1) ** 2) < 5 * 0.5 / np.sqrt(500)
     assert len(server.jobs()) == 2  # nothing was submitted again
-    with pytest.raises(ExecutorError, match="3 Quantum Inspire job ids for 2 circuits"):
+    with pytest.raises(ExecutorError, match="3 Quantum Inspire job ids for 2 jobs of this batch"):
         server.executor().reattach(tapes, [*handle.job_ids, "99"])
 
 

@@ -725,12 +725,7 @@ class AzureExecutor(QuantumExecutor):
 
     def attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
         """The job for Azure job ids from an earlier submission of the same tapes."""
-        if len(job_ids) != len(payload.circuits):
-            raise ExecutorError(
-                f"{len(job_ids)} Azure job ids for {len(payload.circuits)} circuits; give the "
-                f"ids of one earlier submission of the same tapes, in order",
-                executor=self.label,
-            )
+        self.check_job_ids(job_ids, len(payload.circuits), "Azure job ids")
         return _Job(payload, tuple(job_ids), self._connection())
 
     def _sdk_job(self, job: _Job, job_id: str) -> Any:

@@ -35,7 +35,7 @@ import qfleet.telemetry as telemetry
 from qfleet.config import executor_defaults
 from qfleet.config.loader import configured_value_error
 from qfleet.config.logs import remember, remember_in
-from qfleet.errors import UnsupportedCircuitError
+from qfleet.errors import ExecutorError, UnsupportedCircuitError
 from qfleet.executors.batch import BatchHandle, BatchResult, Prepared, RunMetadata
 from qfleet.executors.runner import Runner
 from qfleet.executors.status import PERFECT, ExecutorStatus, Price
@@ -376,6 +376,16 @@ class QuantumExecutor(BaseModel, metaclass=ConfiguredFrontDoor):
         """The job of an earlier submission of the same payload, from its backend job ids
         (re-attach after a crash); backends that cannot re-attach leave this out."""
         raise NotImplementedError(f"{type(self).__name__} cannot re-attach to backend jobs")
+
+    def check_job_ids(self, job_ids: Sequence[str], expected: int, what: str) -> None:
+        """For ``attach``: raise ExecutorError unless there is one id per job the payload
+        makes (``what``: the ids' name, e.g. "Azure job ids"; ``expected``: how many)."""
+        if len(job_ids) != expected:
+            raise ExecutorError(
+                f"{len(job_ids)} {what} for {expected} jobs of this batch; give the ids of one "
+                f"earlier submission of the same tapes, in order",
+                executor=self.label,
+            )
 
     @property
     def can_attach(self) -> bool:

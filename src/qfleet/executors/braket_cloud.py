@@ -572,12 +572,7 @@ class BraketExecutor(QuantumExecutor):
 
     def attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
         """The job for task ARNs from an earlier submission of the same tapes."""
-        if len(job_ids) != len(payload.programs):
-            raise ExecutorError(
-                f"{len(job_ids)} Braket task ARNs for {len(payload.programs)} circuits; give the "
-                f"ARNs of one earlier submission of the same tapes, in order",
-                executor=self.label,
-            )
+        self.check_job_ids(job_ids, len(payload.programs), "Braket task ARNs")
         return _Job(payload, tuple(job_ids), self._connection())
 
     def _task(self, conn: _Connection, arn: str) -> Any:

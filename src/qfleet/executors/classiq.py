@@ -379,11 +379,7 @@ class ClassiqExecutor(QuantumExecutor):
 
     def attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
         """The job for backend ids from an earlier submission of the same tapes."""
-        if len(job_ids) != len(payload.circuits):
-            raise ExecutorError(
-                f"{len(job_ids)} Classiq job ids for {len(payload.circuits)} circuits",
-                executor=self.label,
-            )
+        self.check_job_ids(job_ids, len(payload.circuits), "Classiq job ids")
         return _Job(tuple(job_ids), payload)
 
     def _statuses(self, ids: Sequence[str]) -> list[str]:

@@ -518,12 +518,7 @@ class QiskitExecutor(QuantumExecutor):
                 executor=self.label,
             )
         job_ids = [str(i) for i in job_ids]
-        if len(job_ids) != len(payload.jobs):
-            raise ExecutorError(
-                f"{len(job_ids)} Runtime job ids for {len(payload.jobs)} Runtime jobs; give "
-                f"the ids of one earlier submission of the same tapes, in order",
-                executor=self.label,
-            )
+        self.check_job_ids(job_ids, len(payload.jobs), "Runtime job ids")
         service = self.service()
         jobs = []
         for job_id in job_ids:

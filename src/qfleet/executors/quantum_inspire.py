@@ -714,12 +714,7 @@ class QuantumInspireExecutor(QuantumExecutor):
 
     def attach(self, payload: _Payload, job_ids: Sequence[str]) -> _Job:
         """The batch of Quantum Inspire job ids from an earlier submission of the same tapes."""
-        if len(job_ids) != len(payload.programs):
-            raise ExecutorError(
-                f"{len(job_ids)} Quantum Inspire job ids for {len(payload.programs)} circuits; "
-                f"give the ids of one earlier submission of the same tapes, in order",
-                executor=self.label,
-            )
+        self.check_job_ids(job_ids, len(payload.programs), "Quantum Inspire job ids")
         try:
             ids = tuple(int(i) for i in job_ids)
         except ValueError:
