@@ -46,7 +46,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import random
 import re
 import secrets
 import shutil
@@ -202,9 +201,6 @@ class State(FaultState):
 
     def clear(self) -> None:
         self.jobs: dict[str, dict] = {}
-        self.drop: dict[str, Any] | None = None
-        self.drop_rng = random.Random(0)
-        self.dropped = 0
         self.creates = 0
         self.tokens: dict[str, tuple[str, float]] = {}
         self.secret_expired = False
@@ -323,7 +319,7 @@ class Handler(FaultHandler):
     fault_path_match = staticmethod(re.search)
 
     def _send(self, status: int, body: Any = None, headers: dict | None = None) -> None:
-        if self._drop(status):
+        if self._reply_lost(status, urlparse(self.path).path):
             self.close_connection = True  # the client sees the connection end, no reply
             return
         data = b"" if body is None else json.dumps(body).encode()
@@ -333,24 +329,6 @@ class Handler(FaultHandler):
         if not path.startswith(CONTROL):
             with self.state.lock:
                 self.state.requests.append((self.command, path, status))
-
-    def _drop(self, status: int) -> bool:
-        """Whether this 2xx reply is to be lost (the ``drop_replies`` fault)."""
-        path = urlparse(self.path).path
-        with self.state.lock:
-            rule = self.state.drop
-            if (rule is None or not 200 <= status < 300 or path.startswith(CONTROL)
-                    or rule.get("method", self.command) != self.command
-                    or not re.search(rule.get("path", ".*"), path)
-                    or self.state.drop_rng.random() >= float(rule.get("rate", 1.0))):
-                return False
-            rule["seen"] = rule.get("seen", 0) + 1
-            if rule["seen"] <= rule.get("skip", 0) or rule.get("count", 1e9) <= 0:
-                return False
-            rule["count"] = rule.get("count", 1e9) - 1
-            self.state.dropped += 1
-            self.state.requests.append((self.command, path, 0))  # 0: reply dropped
-            return True
 
     def _error(self, status: int, code: str, message: str, headers: dict | None = None) -> None:
         self._send(status, _odata_error(code, message), headers)
@@ -620,9 +598,6 @@ class Handler(FaultHandler):
         if "expire_secret" in faults:
             state.secret_expired = bool(faults["expire_secret"])
         state.availability.update(faults.get("availability", {}))
-        if "drop_replies" in faults:
-            state.drop = faults["drop_replies"] or None
-            state.drop_rng = random.Random((state.drop or {}).get("seed", 0))
 
 
 def serve(config: dict[str, Any], cert: str, key: str, port: int = 0) -> None:

@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import random
 import re
 import socket
 import subprocess
@@ -141,9 +140,6 @@ class State(FaultState):
         self.creating = 0
         self.peak_creates = 0
         self.creates = 0
-        self.drop: dict | None = None
-        self.drop_rng = random.Random(0)
-        self.dropped = 0
 
     def simulate(self, arn: str, source: str, shots: int) -> dict:
         from braket.default_simulator import DensityMatrixSimulator, StateVectorSimulator
@@ -213,7 +209,7 @@ class Handler(FaultHandler):
     fault_path_match = staticmethod(re.search)
 
     def _send(self, status: int, body: Any = None, error: str | None = None) -> None:
-        if self._drop(status):
+        if self._reply_lost(status, unquote(self.path.split("?")[0])):
             self.close_connection = True  # the client sees the connection end, no reply
             return
         data = b"" if body is None else json.dumps(body).encode()
@@ -225,24 +221,6 @@ class Handler(FaultHandler):
             with self.state.lock:
                 self.state.requests.append((self.command, unquote(self.path.split("?")[0]),
                                             status))
-
-    def _drop(self, status: int) -> bool:
-        """Whether this 2xx reply is to be lost (the ``drop_replies`` fault)."""
-        path = unquote(self.path.split("?")[0])
-        with self.state.lock:
-            rule = self.state.drop
-            if (rule is None or not 200 <= status < 300 or path.startswith(CONTROL)
-                    or rule.get("method", self.command) != self.command
-                    or not re.search(rule.get("path", ".*"), path)
-                    or self.state.drop_rng.random() >= float(rule.get("rate", 1.0))):
-                return False
-            rule["seen"] = rule.get("seen", 0) + 1
-            if rule["seen"] <= rule.get("skip", 0) or rule.get("count", 1e9) <= 0:
-                return False
-            rule["count"] = rule.get("count", 1e9) - 1
-            self.state.dropped += 1
-            self.state.requests.append((self.command, path, 0))  # 0: reply dropped
-            return True
 
     def _error(self, status: int, code: str, message: str) -> None:
         self._send(status, {"message": message}, error=code)
@@ -445,9 +423,6 @@ class Handler(FaultHandler):
             state.queue_size = str(faults["queue_size"])
         if "create_delay" in faults:
             state.create_delay = float(faults["create_delay"])
-        if "drop_replies" in faults:
-            state.drop = faults["drop_replies"] or None
-            state.drop_rng = random.Random((state.drop or {}).get("seed", 0))
 
 
 def serve(s3_endpoint: str, access_key: str, port: int = 0) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import sys
@@ -92,6 +93,9 @@ class FaultState:
             self.http_errors: list[dict] = []
             self.hold_jobs = False
             self.job_delay = 0.0
+            self.drop: dict[str, Any] | None = None  # the drop_replies fault's rule
+            self.drop_rng = random.Random(0)
+            self.dropped = 0
             self.clear()
             self.lock.notify_all()
 
@@ -170,6 +174,9 @@ class FaultHandler(JSONHandler):
                     state.hold_jobs = bool(faults["hold_jobs"])
                 if "job_delay" in faults:
                     state.job_delay = float(faults["job_delay"])
+                if "drop_replies" in faults:
+                    state.drop = faults["drop_replies"] or None
+                    state.drop_rng = random.Random((state.drop or {}).get("seed", 0))
                 self._more_faults(faults)
                 state.lock.notify_all()
             return self._send(200, {"ok": True})
@@ -177,6 +184,25 @@ class FaultHandler(JSONHandler):
 
     def _more_faults(self, faults: dict) -> None:
         """The service's own fault switches (the lock is held)."""
+
+    def _reply_lost(self, status: int, path: str) -> bool:
+        """Whether this 2xx reply to ``path`` is to be lost (the ``drop_replies`` fault:
+        ``{"method", "path" (regex), "rate", "seed", "skip", "count"}``); a lost reply is
+        recorded with status 0."""
+        with self.state.lock:
+            rule = self.state.drop
+            if (rule is None or not 200 <= status < 300 or path.startswith(CONTROL)
+                    or rule.get("method", self.command) != self.command
+                    or not re.search(rule.get("path", ".*"), path)
+                    or self.state.drop_rng.random() >= float(rule.get("rate", 1.0))):
+                return False
+            rule["seen"] = rule.get("seen", 0) + 1
+            if rule["seen"] <= rule.get("skip", 0) or rule.get("count", 1e9) <= 0:
+                return False
+            rule["count"] = rule.get("count", 1e9) - 1
+            self.state.dropped += 1
+            self.state.requests.append((self.command, path, 0))  # 0: reply dropped
+            return True
 
 
 def bind(handler: type, state: Any) -> type:
