@@ -8,7 +8,9 @@ LocalExecutor must reproduce its samples exactly), or against shot-noise bounds.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import time
 
 import numpy as np
 import pennylane as qml
@@ -53,6 +55,26 @@ def exact_qnode(func, wires=2, **kwargs):
 def exact_results(tapes):
     """default.qubit's exact results for ``tapes`` (analytic copies)."""
     return qml.execute([t.copy(shots=None) for t in tapes], qml.device("default.qubit"))
+
+
+def wait_until(predicate, timeout=60.0):
+    """``predicate()``'s first truthy value, asked every 20 ms; AssertionError after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting")
+
+
+def stored_checkpoint(job_id):
+    """A minimization's checkpoint as the job store holds it ({} before the first)."""
+    from qfleet.jobs import JobStore
+
+    row = JobStore.default().get(job_id)
+    return json.loads(row["checkpoint"]) if row and row.get("checkpoint") else {}
 
 
 def binomial_tol(p, shots, sigmas=5.0):

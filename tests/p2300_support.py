@@ -161,6 +161,18 @@ class Emulator:
         assert reply["status"] == "success", reply
         return reply["payload"]
 
+    def dynamic_through_drops(self, attempts: int) -> dict:
+        """``get_dynamic`` from an emulator that drops replies on purpose: ask until one
+        comes (at most ``attempts`` times)."""
+        for _ in range(attempts):
+            try:
+                reply = self.request("get_dynamic", timeout=0.5)
+            except AssertionError:  # that reply was dropped
+                continue
+            assert reply["status"] == "success", reply
+            return reply["payload"]
+        raise AssertionError(f"{self.name}: no get_dynamic reply in {attempts} attempts")
+
 
 def raw_request(address: str, message, timeout: float = 10.0, frames: list[bytes] | None = None) -> dict:
     """Send ``message`` (a dict, or bytes as they are) on a fresh REQ socket; the reply as a

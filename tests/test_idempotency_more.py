@@ -135,25 +135,13 @@ def lossy_2300():
         emulator.stop()
 
 
-def dynamic_through_drops(emulator, attempts: int = 30) -> dict:
-    """``get_dynamic`` from an emulator that drops replies: ask until one comes."""
-    for _ in range(attempts):
-        try:
-            reply = emulator.request("get_dynamic", timeout=0.5)
-        except AssertionError:  # that reply was dropped
-            continue
-        assert reply["status"] == "success", reply
-        return reply["payload"]
-    raise AssertionError(f"no get_dynamic reply in {attempts} attempts")
-
-
 def test_2300_lost_execute_replies_never_run_a_circuit_twice(lossy_2300):
     """The lazy-pirate client resends an execute whose reply was lost with the same session
     and job id; the emulator answers it with the stored reply. Its own counter of circuits
     run equals the circuits submitted, and every result is right."""
     shots, batches, size = 2000, 8, 4
     ex = lossy_2300.executor(timeout=0.3, retries=12, shots=shots)
-    before = dynamic_through_drops(lossy_2300)
+    before = lossy_2300.dynamic_through_drops(30)
     for b in range(batches):
         angles = [0.2 * (b * size + k) for k in range(size)]
         tapes = [QuantumScript([qml.RX(a, 0)], [qml.expval(qml.Z(0))], shots=shots)
@@ -161,7 +149,7 @@ def test_2300_lost_execute_replies_never_run_a_circuit_twice(lossy_2300):
         results = ex.execute(tapes)
         bound = 5 * np.sqrt(np.maximum(1 - np.cos(angles) ** 2, 1e-3) / shots)  # 5 sigma
         assert np.all(np.abs(np.asarray(results) - np.cos(angles)) < bound)
-    after = dynamic_through_drops(lossy_2300)
+    after = lossy_2300.dynamic_through_drops(30)
     assert after["executed"] - before["executed"] == batches * size  # each circuit ran once
     assert after["replayed"] - before["replayed"] > 0  # lost execute replies were resent
     assert after["execute"] - before["execute"] == (

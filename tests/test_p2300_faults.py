@@ -70,18 +70,6 @@ def fleet():
             emulator.stop()
 
 
-def dynamic_through_drops(emulator: Emulator, attempts: int = 20) -> dict:
-    """``get_dynamic`` from an emulator that drops replies on purpose: ask until one comes."""
-    for _ in range(attempts):
-        try:
-            reply = emulator.request("get_dynamic", timeout=0.5)
-        except AssertionError:  # that reply was dropped
-            continue
-        assert reply["status"] == "success", reply
-        return reply["payload"]
-    raise AssertionError(f"{emulator.name}: no get_dynamic reply in {attempts} attempts")
-
-
 def group(fleet: dict, prefix: str) -> list[Emulator]:
     return [emulator for name, emulator in fleet.items() if name.startswith(prefix)]
 
@@ -116,7 +104,7 @@ def test_1000_tapes_through_a_faulty_cluster_each_get_their_own_result(fleet):
     assert all(h.in_flight == 0 for h in health.values())
     # the faults really happened and were absorbed: ~5% of the executes got failure replies
     # (dropped replies are not counted by the emulator; the retries absorbed them too)
-    counters = [dynamic_through_drops(e) for e in faulty]
+    counters = [e.dynamic_through_drops(20) for e in faulty]
     executes = sum(c["execute"] for c in counters)
     # the 2300s ran a large share of the tapes (about half since each reports its capacity,
     # max_concurrent=1, to least_busy; 498 of 1000 in one CI run) ...

@@ -13,13 +13,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 os.environ.setdefault("CLASSIQ_TELEMETRY_MODE", "disabled")  # before classiq is imported
 pytest.importorskip("classiq")
 
+from conftest import stored_checkpoint, wait_until
 from standins.classiq_server import Running
 
 import qfleet as qf
@@ -57,20 +57,6 @@ def fresh(standin, tmp_path, monkeypatch):
     return standin
 
 
-def checkpoint(job_id: str) -> dict:
-    row = JobStore.default().get(job_id)
-    return json.loads(row["checkpoint"]) if row and row.get("checkpoint") else {}
-
-
-def wait_until(predicate, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting")
-
 
 def test_kill_9_mid_minimization_then_resumed_without_paying_twice(standin, monkeypatch):
     before = set(standin.state()["jobs"])
@@ -91,11 +77,12 @@ def test_kill_9_mid_minimization_then_resumed_without_paying_twice(standin, monk
         line = victim.stdout.readline()
         assert line, victim.stderr.read()[-3000:]
         job_id = json.loads(line)["id"]
-        wait_until(lambda: len(checkpoint(job_id).get("evaluations", [])) >= KILL_AFTER)
+        wait_until(lambda: len(stored_checkpoint(job_id).get("evaluations", [])) >= KILL_AFTER,
+                   timeout=120.0)
         standin.configure(delay=2)  # from now on an evaluation stays in flight for 2 s
 
         def in_flight():
-            state = checkpoint(job_id)
+            state = stored_checkpoint(job_id)
             pending = state.get("pending")
             if not pending:
                 return None
@@ -106,7 +93,7 @@ def test_kill_9_mid_minimization_then_resumed_without_paying_twice(standin, monk
                 return state, remote
             return None
 
-        state, remote_in_flight = wait_until(in_flight)
+        state, remote_in_flight = wait_until(in_flight, timeout=120.0)
     finally:
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
@@ -125,7 +112,7 @@ def test_kill_9_mid_minimization_then_resumed_without_paying_twice(standin, monk
     job = qf.ExecutionJob.from_id(job_id)
     assert job.status is JobStatus.COMPLETED and job.attempts == 2
     assert list(result[:k]) == [(e["cost"], e["parameters"]) for e in finished]
-    log = checkpoint(job_id)["evaluations"]
+    log = stored_checkpoint(job_id)["evaluations"]
     assert [e["resumed"] for e in log] == [False] * k + [True] + [False] * (len(log) - k - 1)
     assert log[k]["job"] == state["pending"]["job"]
     assert log[k]["backend_job_ids"] == remote_in_flight

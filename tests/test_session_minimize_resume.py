@@ -16,10 +16,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pennylane as qml
 import pytest
+from conftest import stored_checkpoint, wait_until
 
 import qfleet as qf
 from qfleet.jobs import JobStatus, JobStore, MinimizeResumeError
@@ -42,24 +42,10 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("QFLEET_HOME", str(tmp_path / "qfleet-home"))
 
 
-def checkpoint(job_id: str) -> dict:
-    row = JobStore.default().get(job_id)
-    return json.loads(row["checkpoint"]) if row and row.get("checkpoint") else {}
-
 
 def children(job_id: str) -> list[str]:
     frame = qf.get_execution_actions(limit=10_000)
     return sorted(frame[frame.parent_id == job_id].id)
-
-
-def wait_until(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting")
 
 
 def test_kill_9_then_resume_with_the_same_cost_function():
@@ -83,13 +69,13 @@ def test_kill_9_then_resume_with_the_same_cost_function():
         line = victim.stdout.readline()
         assert line, victim.stderr.read()[-3000:]
         job_id = json.loads(line)["id"]
-        wait_until(lambda: len(checkpoint(job_id).get("evaluations", [])) >= KILL_AFTER)
+        wait_until(lambda: len(stored_checkpoint(job_id).get("evaluations", [])) >= KILL_AFTER)
     finally:
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         victim.stdout.close()
         victim.stderr.close()
-    state = checkpoint(job_id)
+    state = stored_checkpoint(job_id)
     finished = state["evaluations"]
     k = len(finished)
     assert KILL_AFTER <= k < BUDGET
@@ -102,13 +88,13 @@ def test_kill_9_then_resume_with_the_same_cost_function():
         job.resume(cost_function=lambda bits: -1.0 if bits == "1" else 0.25)
     assert repr(finished[-1]["cost"]) in str(info.value)
     assert job.status is JobStatus.RUNNING and job.attempts == 1
-    assert checkpoint(job_id) == state
+    assert stored_checkpoint(job_id) == state
 
     # the same function: the k finished evaluations are replayed, not run again
     result = job.resume(cost_function=cost).get_minimization_result(timeout_sec=60)
     assert list(result) == list(whole)  # as if it had never been interrupted
     assert job.status is JobStatus.COMPLETED and job.attempts == 2
-    log = checkpoint(job_id)["evaluations"]
+    log = stored_checkpoint(job_id)["evaluations"]
     assert [e["job"] for e in log[:k]] == [e["job"] for e in finished]
     assert set(ran_before) <= set(children(job_id))
     assert len(children(job_id)) == len(result) == BUDGET  # one job per evaluation, no repeat
@@ -119,7 +105,7 @@ def test_without_the_code_it_says_how_to_resume_and_resumes_after_failing():
     with qf.ExecutionSession(QASM) as es:
         job = es.submit_minimize(cost, {"t": 0.5}, max_iteration=8)
         whole = job.get_minimization_result()
-    log = checkpoint(job.id)["evaluations"]
+    log = stored_checkpoint(job.id)["evaluations"]
     # as a crash after evaluation 3 leaves it
     store.update(job.id, {"status": "RUNNING", "ended_at": None, "results": None,
                           "checkpoint": json.dumps({"evaluations": log[:3], "pending": None}),
@@ -154,7 +140,7 @@ def test_a_pennylane_program_resumes_with_the_same_qnode():
     with qf.ExecutionSession(circuit) as es:
         job = es.submit_minimize(qf.Pauli.Z(0), {"t": 0.5}, max_iteration=10, tolerance=1e-6)
         whole = job.get_minimization_result()
-    log = checkpoint(job.id)["evaluations"]
+    log = stored_checkpoint(job.id)["evaluations"]
     store.update(job.id, {"status": "RUNNING", "ended_at": None, "results": None,
                           "checkpoint": json.dumps({"evaluations": log[:4], "pending": None}),
                           "owner_host": None, "owner_pid": None, "owner_started": None})
