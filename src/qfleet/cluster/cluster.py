@@ -52,6 +52,7 @@ from qfleet.executors.base import (
     RunMetadata,
 )
 from qfleet.executors.status import ExecutorStatus
+from qfleet.runtime.background import per_loop
 from qfleet.runtime.caller import on_caller_thread
 from qfleet.runtime.progress import BatchProgress
 from qfleet.sampling import BatchShape
@@ -998,10 +999,7 @@ class QuantumCluster(QuantumExecutor):
             await asyncio.gather(*losers, return_exceptions=True)
 
     def _slots(self) -> asyncio.Condition:
-        key = ("slots", id(asyncio.get_running_loop()))
-        if key not in self._runtime:
-            self._runtime[key] = asyncio.Condition()
-        return self._runtime[key]
+        return per_loop(self._runtime, "slots", asyncio.Condition)
 
     async def _slot_freed(self) -> None:
         # One slot freed: wake one waiting batch (waking all would make every finished

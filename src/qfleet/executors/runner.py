@@ -36,6 +36,7 @@ from qfleet.errors import ExecutorError, ExecutorTimeoutError, QFleetError
 from qfleet.executors.batch import BatchHandle, BatchResult, Prepared, RunMetadata
 from qfleet.executors.faults import unreachable
 from qfleet.runtime import get_dispatcher
+from qfleet.runtime.background import per_loop
 from qfleet.runtime.futures import LazyFuture
 
 if TYPE_CHECKING:
@@ -51,8 +52,7 @@ class Runner:
 
     def __init__(self, executor: QuantumExecutor) -> None:
         self.executor = executor
-        # Loop-bound objects: one semaphore/throttler per event loop.
-        self._limits_by_loop: dict[int, tuple[asyncio.Semaphore | None, Throttler | None]] = {}
+        self._per_loop: dict[str, Any] = {}  # loop-bound objects (see per_loop)
 
     def __repr__(self) -> str:
         return f"Runner({self.executor.label!r})"
@@ -60,19 +60,18 @@ class Runner:
     # -- loop side -----------------------------------------------------------------------
 
     def _limits(self) -> tuple[asyncio.Semaphore | None, Throttler | None]:
-        key = id(asyncio.get_running_loop())
-        limits = self._limits_by_loop.get(key)
-        if limits is None:
-            executor = self.executor
-            semaphore = None
-            if executor.max_concurrent:
-                semaphore = asyncio.Semaphore(executor.max_concurrent)
-            throttler = None
-            if executor.rate:
-                per_period = max(1, int(executor.rate))
-                throttler = Throttler(rate_limit=per_period, period=per_period / executor.rate)
-            limits = self._limits_by_loop[key] = (semaphore, throttler)
-        return limits
+        return per_loop(self._per_loop, "limits", self._make_limits)
+
+    def _make_limits(self) -> tuple[asyncio.Semaphore | None, Throttler | None]:
+        executor = self.executor
+        semaphore = None
+        if executor.max_concurrent:
+            semaphore = asyncio.Semaphore(executor.max_concurrent)
+        throttler = None
+        if executor.rate:
+            per_period = max(1, int(executor.rate))
+            throttler = Throttler(rate_limit=per_period, period=per_period / executor.rate)
+        return semaphore, throttler
 
     async def guard(self, work: Awaitable[T]) -> T:
         """Await backend ``work``; foreign exceptions become ExecutorError naming the executor.
