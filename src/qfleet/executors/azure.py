@@ -59,7 +59,7 @@ from qfleet.executors.base import (
 from qfleet.executors.faults import rejected_status, unreachable
 from qfleet.executors.idempotency import backend_job_id, gather_or_cancel, keeps_jobs_on
 from qfleet.executors.status import ExecutorStatus
-from qfleet.runtime.background import keep
+from qfleet.runtime.background import keep, per_loop
 from qfleet.runtime.daemon import in_daemon_thread
 from qfleet.sampling import Counts, RawOutput, Samples
 
@@ -586,10 +586,8 @@ class AzureExecutor(QuantumExecutor):
     # -- phase 2: event loop (the SDK in threads) --------------------------------------------
 
     def _io_limit(self) -> asyncio.Semaphore:
-        key = ("azure-io", id(asyncio.get_running_loop()))
-        if key not in self._runtime:
-            self._runtime[key] = asyncio.Semaphore(self.parallel_requests)
-        return self._runtime[key]
+        return per_loop(self._runtime, "azure-io",
+                        lambda: asyncio.Semaphore(self.parallel_requests))
 
     async def _sdk(self, conn: _Connection, function: Callable, *args: Any,
                    job_id: str | None = None) -> Any:
