@@ -741,12 +741,16 @@ class QuantumCluster(QuantumExecutor):
         if chunk.charge is not None:
             self._ledger().refund(chunk.charge)
 
+    async def _refund_unsent(self, chunk: _Chunk, sent: asyncio.Event) -> None:
+        """:meth:`_refund` unless the member accepted the chunk (the ledger off the loop)."""
+        if chunk.charge is not None and not sent.is_set():
+            await asyncio.to_thread(self._refund, chunk)
+
     def _charge_moved(self, chunk: _Chunk, sent: bool) -> _Chunk:
         """``chunk`` (prepared for another member now) charged there; ``sent``: the member it
         was on accepted it (that charge stands), else that charge moves. Raises
         BudgetExceededError if the new member's cost does not fit."""
-        if self.budget is None:
-            return chunk
+        assert self.budget is not None  # callers charge only under a budget
         member = chunk.prepared.executor
         label, cost = self.member_labels[self._index(member)], self._cost(member, chunk.prepared)
         ledger = self._ledger()
@@ -1052,6 +1056,8 @@ class QuantumCluster(QuantumExecutor):
         except BaseException:
             self._cancelled(target, size)
             raise
+        if self.budget is None:
+            return moved
         try:
             return await asyncio.to_thread(self._charge_moved, moved, False)
         except BudgetExceededError:  # the free member costs more than the budget allows:
@@ -1117,16 +1123,14 @@ class QuantumCluster(QuantumExecutor):
             except asyncio.CancelledError:
                 self._cancelled(i, size)
                 await self._slot_freed()
-                if not sent.is_set():
-                    await asyncio.shield(asyncio.to_thread(self._refund, chunk))
+                await asyncio.shield(self._refund_unsent(chunk, sent))
                 raise
             except Exception as exc:
                 await self._slot_freed()
                 transient = is_transient(exc)
                 self._failed(i, transient, size)
                 if not transient or attempt == self.retries:
-                    if not sent.is_set():
-                        await asyncio.to_thread(self._refund, chunk)
+                    await self._refund_unsent(chunk, sent)
                     if transient:
                         exc.add_note(
                             f"{self.label}: gave up after {attempt + 1} attempts on "
@@ -1144,12 +1148,11 @@ class QuantumCluster(QuantumExecutor):
                     chunk = await self._prepare_elsewhere(target, chunk)
                 if decision is not None:  # metadata.routing explains where it ran, and why
                     chunk = dataclasses.replace(chunk, decision=decision)
-                if target is not member or sent.is_set():  # a new submission: charge it
-                    try:
+                if self.budget is not None and (target is not member or sent.is_set()):
+                    try:  # a new submission: charge it
                         chunk = await asyncio.to_thread(self._charge_moved, chunk, sent.is_set())
                     except BudgetExceededError:
-                        if not sent.is_set():  # the member it was charged on never had it
-                            await asyncio.to_thread(self._refund, chunk)
+                        await self._refund_unsent(chunk, sent)  # its member never had it
                         raise
                 continue
             self._succeeded(i, time.perf_counter() - started, len(chunk.tapes))
