@@ -1139,9 +1139,12 @@ class ExecutionJob:
         """``[(cost, parameters), ...]`` of a minimization, one entry per cost evaluation
         (a :class:`qfleet.jobs.minimize.MinimizationResult`); waits for it, resuming it in
         this process if its own process died."""
+        self._expect_minimization()
+        return self.result_value(timeout_sec)
+
+    def _expect_minimization(self) -> None:
         if self.kind != "minimize":
             raise ResultKindError(f"job {self.id} is a {self.kind} job, not a minimization")
-        return self.result_value(timeout_sec)
 
     def cost(self, *, verbose: bool = False) -> Any:
         """What the job costs by its executor's ``price`` (a minimization: the sum over its
@@ -1192,8 +1195,7 @@ class ExecutionJob:
         await _off_loop(self._refresh)
 
     async def get_minimization_result_async(self, timeout_sec: float | None = None) -> Any:
-        if self.kind != "minimize":
-            raise ResultKindError(f"job {self.id} is a {self.kind} job, not a minimization")
+        self._expect_minimization()
         return (await self.result_async(timeout_sec))[0].value
 
     def resume(self, *, cost_function: Any = None, program: Any = None) -> ExecutionJob:
